@@ -1,0 +1,114 @@
+"""The one exception tree of artkeep.
+
+Every failure a user can meet is a NodeError subclass. Its docstring says what
+went wrong in general; the instance message says what exactly. Each class
+carries the exit code the CLI returns and the HTTP status the web layer
+answers with. Only the edges (cli.main, the web middleware) catch them.
+
+    NodeError
+    ├── InputError              bad input from the user or a peer (exit 2, HTTP 400)
+    │   ├── InvalidCid
+    │   ├── UnknownProfile
+    │   ├── CodecError          bytes that are not valid in their format
+    │   │   ├── DagPbError
+    │   │   ├── DagCborError
+    │   │   ├── UnixFsError
+    │   │   └── CarError
+    │   └── BlockTooLarge
+    ├── IntegrityError          bytes that do not match their CID (exit 3, HTTP 502)
+    │   └── BlockMismatch
+    ├── NotFound                (exit 4, HTTP 404)
+    │   ├── BlockNotFound
+    │   └── PinNotFound
+    ├── PathError               a local file or folder cannot be read (exit 1)
+    └── StoreError              the local store cannot do what was asked (exit 1)
+"""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """artkeep failed."""
+
+    exit_code: int = 1
+    http_status: int = 500
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class InputError(NodeError):
+    """The input is not valid."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class InvalidCid(InputError):
+    """Not a valid CID."""
+
+
+class UnknownProfile(InputError):
+    """Unknown CID profile."""
+
+
+class CodecError(InputError):
+    """The bytes are not valid in their format."""
+
+
+class DagPbError(CodecError):
+    """Invalid dag-pb block."""
+
+
+class DagCborError(CodecError):
+    """Invalid DAG-CBOR block."""
+
+
+class UnixFsError(CodecError):
+    """Invalid UnixFS node."""
+
+
+class CarError(CodecError):
+    """Invalid CAR file."""
+
+
+class BlockTooLarge(InputError):
+    """Block exceeds the size limit."""
+
+
+class IntegrityError(NodeError):
+    """Data does not match its content address."""
+
+    exit_code = 3
+    http_status = 502
+
+
+class BlockMismatch(IntegrityError):
+    """Block bytes do not hash to their CID."""
+
+
+class NotFound(NodeError):
+    """Not found."""
+
+    exit_code = 4
+    http_status = 404
+
+
+class BlockNotFound(NotFound):
+    """Block not in the store."""
+
+
+class PinNotFound(NotFound):
+    """No such pin."""
+
+
+class PathError(NodeError):
+    """A local path cannot be read."""
+
+
+class StoreError(NodeError):
+    """The local store cannot do what was asked."""
