@@ -1,0 +1,469 @@
+"""The `artkeep` command line: the only module that prints.
+
+Maps every NodeError to its exit code once, in main(). Human output goes to
+stdout, progress and errors to stderr; with --json each result is one JSON
+object per line on stdout, so scripts never parse prose.
+
+Exit codes: 0 all done; 1 something failed (the rest went on); 2 bad usage
+or invalid input; 3 damage found (fsck) or data that does not match its CID;
+4 not found; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from node import __version__, config, importer
+from node import cid as cids
+from node.errors import InputError, NodeError, PathError
+from node.node import Node
+from node.profiles import PROFILES, get_profile
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGE, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+class Output:
+    """Where results go: JSON lines or human text on stdout, notes on stderr."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.show_progress = not as_json and sys.stderr.isatty()
+
+    def result(self, record: dict[str, Any], text: str) -> None:
+        if self.as_json:
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        else:
+            print(text, flush=True)
+
+    def note(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    @contextmanager
+    def progress(self, total: int, what: str) -> Iterator[Callable[[int], None]]:
+        if not self.show_progress or total <= 0:
+            yield lambda _: None
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        columns = [TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn()]
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task(what, total=total)
+            yield lambda advance: bar.advance(task, advance)
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _open_node(args: argparse.Namespace) -> Node:
+    return Node(args.home)
+
+
+# --- pin / cid --------------------------------------------------------------
+
+def _add_paths(args: argparse.Namespace, out: Output, store: bool) -> int:
+    profile = get_profile(args.profile or args.config.profile)
+    include_hidden = args.hidden or args.config.include_hidden
+    node = _open_node(args) if store else None
+    failures = 0
+    files = done_bytes = 0
+
+    def fail(path: Path, message: str) -> None:
+        nonlocal failures
+        failures += 1
+        out.result({"path": str(path), "error": message}, f"error: {message}")
+
+    try:
+        if args.dir:
+            for path in args.paths:
+                if not path.is_dir():
+                    fail(path, f"{path}: not a folder (--dir takes folders)")
+                    continue
+                report = importer.TreeReport()
+                total = _tree_bytes(path)
+                with out.progress(total, f"{'pin' if store else 'cid'} {path.name}") as advance:
+                    if node is not None:
+                        node.add_tree(path, profile, include_hidden=include_hidden, progress=advance,
+                                      report=report)
+                    else:
+                        importer.import_tree(path, profile, include_hidden=include_hidden,
+                                             progress=advance, report=report)
+                for entry in report.entries:
+                    if entry.error is not None:
+                        fail(entry.path, entry.error)
+                        continue
+                    assert entry.link is not None
+                    size = entry.link.filesize
+                    if entry.kind == "directory":
+                        size = sum(e.link.filesize for e in report.entries
+                                   if e.kind == "file" and e.link and e.path.is_relative_to(entry.path))
+                    else:
+                        files += 1
+                        done_bytes += size
+                    out.result({"path": str(entry.path), "cid": str(entry.link.cid), "size": size,
+                                "kind": entry.kind},
+                               f"{entry.link.cid}  {_human_size(size):>10}  {entry.path}")
+        else:
+            paths = list(importer.iter_files(args.paths, fail))
+            total = sum(_safe_size(path) for path in paths)
+            with out.progress(total, "pin" if store else "cid") as advance:
+                for path in paths:
+                    try:
+                        if node is not None:
+                            link = node.add_file(path, profile, wrap=args.wrap, progress=advance)
+                        else:
+                            link = importer.import_file(path, profile, progress=advance)
+                            if args.wrap:
+                                from node import unixfs
+
+                                link = unixfs.wrap(path.name, link, profile)
+                    except NodeError as exc:
+                        fail(path, exc.message)
+                        continue
+                    files += 1
+                    size = link.filesize if not args.wrap else _safe_size(path)
+                    done_bytes += size
+                    out.result({"path": str(path), "cid": str(link.cid), "size": size},
+                               f"{link.cid}  {_human_size(size):>10}  {path}")
+    finally:
+        if node is not None:
+            node.close()
+    verb = "pinned" if store else "hashed"
+    summary = f"{verb} {files} file{'s' if files != 1 else ''} ({_human_size(done_bytes)})"
+    if failures:
+        summary += f", {failures} failed"
+    if not out.as_json:
+        out.note(summary + f" with profile {profile.name}")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _safe_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            total += _safe_size(Path(folder) / name)
+    return total
+
+
+def cmd_pin(args: argparse.Namespace, out: Output) -> int:
+    return _add_paths(args, out, store=True)
+
+
+def cmd_cid(args: argparse.Namespace, out: Output) -> int:
+    return _add_paths(args, out, store=False)
+
+
+# --- reading ----------------------------------------------------------------
+
+def cmd_ls(args: argparse.Namespace, out: Output) -> int:
+    node = _open_node(args)
+    try:
+        for pin in node.pins():
+            out.result({"cid": pin.cid, "name": pin.name, "size": pin.size, "dag_size": pin.dag_size,
+                        "kind": pin.kind, "profile": pin.profile, "created": pin.created},
+                       f"{pin.cid}  {_human_size(pin.size):>10}  {pin.kind:<9}  {pin.name}")
+    finally:
+        node.close()
+    return EXIT_OK
+
+
+def cmd_cat(args: argparse.Namespace, out: Output) -> int:
+    node = _open_node(args)
+    try:
+        sink = sys.stdout.buffer
+        for piece in node.cat(args.path):
+            sink.write(piece)
+        sink.flush()
+    finally:
+        node.close()
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    node = _open_node(args)
+    root = cids.parse(args.cid)
+    try:
+        if args.output == "-":
+            count = node.export_car(root, sys.stdout.buffer.write)
+            sys.stdout.buffer.flush()
+            return EXIT_OK
+        target = Path(args.output)
+        partial = target.with_name(target.name + ".part")
+        try:
+            with open(partial, "wb") as handle:
+                count = node.export_car(root, handle.write)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        out.result({"cid": str(root), "car": str(target), "blocks": count,
+                    "bytes": target.stat().st_size},
+                   f"exported {root} to {target} ({count} blocks, {_human_size(target.stat().st_size)})")
+    finally:
+        node.close()
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace, out: Output) -> int:
+    node = _open_node(args)
+    status = EXIT_OK
+    try:
+        for path in args.cars:
+            try:
+                handle = sys.stdin.buffer if str(path) == "-" else open(path, "rb")  # noqa: SIM115
+            except OSError as exc:
+                out.result({"path": str(path), "error": f"{path}: {exc.strerror}"},
+                           f"error: {path}: {exc.strerror}")
+                status = EXIT_FAILED
+                continue
+            try:
+                with handle:
+                    result = node.import_car(handle, path.name)
+            except NodeError as exc:
+                out.result({"path": str(path), "error": f"{path}: {exc.message}; nothing was stored"},
+                           f"error: {path}: {exc.message}; nothing was stored")
+                status = max(status, exc.exit_code)
+                continue
+            for root in result.roots:
+                record: dict[str, Any] = {"path": str(path), "cid": str(root), "blocks": result.blocks,
+                                          "new_blocks": result.new_blocks}
+                if root in result.incomplete:
+                    absent = result.incomplete[root]
+                    record["error"] = f"DAG incomplete: {absent} block(s) missing; not pinned"
+                    status = max(status, EXIT_FAILED)
+                    out.result(record, f"error: {root} from {path}: {record['error']}")
+                else:
+                    out.result(record, f"{root}  pinned from {path} ({result.blocks} blocks, "
+                                       f"{result.new_blocks} new)")
+            if not result.roots:
+                out.result({"path": str(path), "cid": None, "blocks": result.blocks,
+                            "new_blocks": result.new_blocks},
+                           f"{path}: no roots; {result.blocks} blocks stored unpinned")
+    finally:
+        node.close()
+    return status
+
+
+# --- removing and checking --------------------------------------------------
+
+def cmd_unpin(args: argparse.Namespace, out: Output) -> int:
+    node = _open_node(args)
+    status = EXIT_OK
+    try:
+        for text in args.cids:
+            try:
+                pin = node.unpin(cids.parse(text))
+            except NodeError as exc:
+                out.result({"cid": text, "error": exc.message}, f"error: {exc.message}")
+                status = max(status, exc.exit_code)
+                continue
+            out.result({"cid": pin.cid, "unpinned": True}, f"unpinned {pin.cid} ({pin.name})")
+    finally:
+        node.close()
+    if not out.as_json and status == EXIT_OK:
+        out.note("blocks stay until `artkeep gc` removes what no pin reaches")
+    return status
+
+
+def cmd_gc(args: argparse.Namespace, out: Output) -> int:
+    node = _open_node(args)
+    try:
+        candidates = node.gc_candidates()
+        total = sum(node.store.size(c) for c in candidates)
+        if args.dry_run or not candidates:
+            for cid in candidates:
+                out.result({"cid": str(cid), "size": node.store.size(cid), "removed": False},
+                           f"would remove {cid}")
+            if not out.as_json:
+                out.note(f"{len(candidates)} unreachable block(s), {_human_size(total)}"
+                         + ("; run `artkeep gc --yes` to remove them" if candidates else ""))
+            return EXIT_OK
+        if not args.yes:
+            for cid in candidates:
+                out.note(f"will remove {cid}")
+            if not sys.stdin.isatty():
+                raise InputError(f"{len(candidates)} block(s) would be removed; "
+                                 "pass --yes to confirm (or --dry-run to list them)")
+            answer = input(f"Remove {len(candidates)} block(s), {_human_size(total)}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                out.note("nothing removed")
+                return EXIT_OK
+        removed = node.gc(expected=candidates)
+        for cid in removed:
+            out.result({"cid": str(cid), "removed": True}, f"removed {cid}")
+        if not out.as_json:
+            out.note(f"removed {len(removed)} block(s)")
+    finally:
+        node.close()
+    return EXIT_OK
+
+
+def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
+    node = _open_node(args)
+    try:
+        blocks = node.store.usage().blocks
+        with out.progress(blocks, "fsck") as advance:
+            findings = node.fsck(progress=advance)
+        damage = [f for f in findings if f.kind != "leftover"]
+        for finding in findings:
+            out.result({"kind": finding.kind, "cid": finding.cid, "message": finding.message},
+                       f"{finding.kind}: {finding.message}")
+        if not out.as_json:
+            pins = len(node.pins())
+            verdict = f"{len(damage)} problem(s) found" if damage else "no damage found"
+            out.note(f"checked {blocks} block(s) and {pins} pin(s): {verdict}")
+    finally:
+        node.close()
+    return EXIT_DAMAGE if damage else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    node = _open_node(args)
+    try:
+        usage = node.store.usage()
+        pins = node.pins()
+        record = {"home": str(args.home), "version": __version__, "pins": len(pins),
+                  "blocks": usage.blocks, "bytes": usage.bytes, "profile": args.config.profile}
+        out.result(record, "\n".join([
+            f"artkeep {__version__}",
+            f"home     {args.home}",
+            f"pins     {len(pins)}",
+            f"blocks   {usage.blocks} ({_human_size(usage.bytes)})",
+            f"profile  {args.config.profile}",
+        ]))
+    finally:
+        node.close()
+    return EXIT_OK
+
+
+# --- parser -----------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="artkeep",
+        description="Preserve AI-generated art on IPFS: content-address, pin, export and check works.",
+        epilog="Exit codes: 0 ok, 1 something failed, 2 bad usage or input, 3 damage found, "
+               "4 not found, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"artkeep {__version__}")
+    parser.add_argument("--home", type=Path, help="data folder (default: $ARTKEEP_HOME, else "
+                        "$XDG_DATA_HOME/artkeep, else ~/.local/share/artkeep)")
+    parser.add_argument("--config", type=Path, help="config file (default: HOME/config.toml if present)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace, Output], int], help_text: str,
+                json_flag: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        if json_flag:
+            sub.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+        return sub
+
+    profiles_help = "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values())
+    for name, handler, text in (
+        ("pin", cmd_pin, "Store files and folders in the local store and pin them; print each CID."),
+        ("cid", cmd_cid, "Compute the CIDs of files and folders without storing anything."),
+    ):
+        sub = command(name, handler, text)
+        sub.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                         help="files or folders (folders are walked recursively, each file on its own)")
+        sub.add_argument("--profile", choices=sorted(PROFILES), help=f"CID profile ({profiles_help})")
+        sub.add_argument("--dir", action="store_true",
+                         help="treat each folder as one UnixFS directory, exactly as `ipfs add -r`")
+        sub.add_argument("--wrap", action="store_true",
+                         help="wrap each file in a directory under its name (Kubo's `add -w`)")
+        sub.add_argument("--hidden", action="store_true",
+                         help="with --dir, include names starting with '.' (left out by default, like Kubo)")
+
+    command("ls", cmd_ls, "List pins: CID, size, kind and name.")
+    sub = command("cat", cmd_cat, "Write a pinned file's bytes to stdout, every block verified.",
+                  json_flag=False)
+    sub.add_argument("path", metavar="CID[/PATH]", help="a file CID, or a directory CID and a path in it")
+    sub = command("export", cmd_export, "Export a DAG as a CARv1 file (depth-first, no duplicates).")
+    sub.add_argument("cid", metavar="CID")
+    sub.add_argument("-o", "--output", required=True, metavar="FILE.car", help="output file, or - for stdout")
+    sub = command("import", cmd_import,
+                  "Import CAR files (v1 or v2). Every block is verified; a CAR with a bad block is "
+                  "refused whole. Complete roots are pinned.")
+    sub.add_argument("cars", nargs="+", type=Path, metavar="FILE.car", help="CAR files, or - for stdin")
+    sub = command("unpin", cmd_unpin, "Remove pins (their blocks stay until gc).")
+    sub.add_argument("cids", nargs="+", metavar="CID")
+    sub = command("gc", cmd_gc, "Remove blocks that no pin reaches; lists them first.")
+    sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    sub.add_argument("--yes", action="store_true", help="remove without asking")
+    command("fsck", cmd_fsck, "Re-hash every block and check every pin is complete; exit 3 on damage.")
+    command("status", cmd_status, "Show the home folder, pins, blocks and disk use.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    out = Output(getattr(args, "json", False))
+    try:
+        args.home = (args.home or config.default_home(os.environ)).expanduser()
+        args.config = _load_config(args)
+        return int(args.handler(args, out))
+    except NodeError as exc:
+        if out.as_json:
+            out.result({"error": exc.message}, "")
+        else:
+            out.note(f"artkeep: {exc.message}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.note("artkeep: interrupted; rerun the same command to finish")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`artkeep cat CID | head`); nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _load_config(args: argparse.Namespace) -> config.Config:
+    path = args.config or args.home / "config.toml"
+    values: dict[str, Any] = {}
+    if args.config is not None or path.exists():
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise PathError(f"cannot read config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"config {path}: {exc}") from None
+    return config.build(values, os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Every setting artkeep has, declared once with its default and help.
+
+Pure: values come in as a parsed TOML mapping and an environment mapping,
+a Config comes out. Precedence: built-in default < config file < environment
+(ARTKEEP_<SECTION>_<NAME>) < command-line flags (applied by the CLI).
+config/artkeep.example.toml and docs/configuration.md list the same settings;
+a test fails when they drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.errors import InputError
+from node.profiles import DEFAULT_PROFILE, get_profile
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    section: str
+    name: str
+    default: str | bool | int
+    help: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"ARTKEEP_{self.section}_{self.name}".upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("import", "profile", DEFAULT_PROFILE,
+            "CID profile for new pins: unixfs-v1-2025, unixfs-v0-2015 (Kubo's default) or kubo-cidv1."),
+    Setting("import", "include_hidden", False,
+            "Include names starting with '.' when a folder is added as one directory (--dir)."),
+    Setting("log", "level", "warning", "Log level: debug, info, warning or error."),
+)
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    values: Mapping[str, str | bool | int]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def profile(self) -> str:
+        return str(self.values["import.profile"])
+
+    @property
+    def include_hidden(self) -> bool:
+        return bool(self.values["import.include_hidden"])
+
+
+def build(file_values: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    values: dict[str, str | bool | int] = {s.key: s.default for s in SETTINGS}
+    for section, table in file_values.items():
+        if not isinstance(table, dict):
+            raise InputError(f"config: [{section}] must be a table")
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            if key not in _BY_KEY:
+                raise InputError(f"config: unknown setting {key}")
+            values[key] = _coerce(_BY_KEY[key], value)
+    for setting in SETTINGS:
+        if setting.env in environ:
+            values[setting.key] = _coerce(setting, environ[setting.env])
+    get_profile(str(values["import.profile"]))
+    return Config(values)
+
+
+def _coerce(setting: Setting, value: Any) -> str | bool | int:
+    kind = type(setting.default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif isinstance(value, str):
+        return value
+    raise InputError(f"config: {setting.key} must be a {kind.__name__}, not {value!r}")
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    """$ARTKEEP_HOME, else $XDG_DATA_HOME/artkeep, else ~/.local/share/artkeep."""
+    if environ.get("ARTKEEP_HOME"):
+        return Path(environ["ARTKEEP_HOME"]).expanduser()
+    xdg = environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path(os.path.expanduser("~")) / ".local" / "share"
+    return base / "artkeep"

@@ -1,0 +1,242 @@
+"""Read files and folders from disk into UnixFS DAGs, as `ipfs add` does.
+
+I/O edge: opens files, walks folders, and feeds the pure builders in
+node.unixfs. Reading runs one chunk ahead on a thread so disk reads overlap
+hashing (hashlib releases the GIL on large buffers); memory stays bounded by
+a few chunks whatever the file size. Never stores anything itself: blocks go
+to the sink the caller passes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node import unixfs
+from node.cid import Cid
+from node.errors import NodeError, PathError
+from node.profiles import Profile
+from node.unixfs import BlockSink, DagLink, DirEntry
+
+PREFETCH_CHUNKS = 3
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryResult:
+    """One file or folder met during an import: its DAG, or why it failed."""
+
+    path: Path
+    kind: str  # "file", "directory" or "symlink"
+    link: DagLink | None = None
+    error: str | None = None
+
+
+@dataclass
+class TreeReport:
+    entries: list[EntryResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[EntryResult]:
+        return [entry for entry in self.entries if entry.error is not None]
+
+
+def read_chunks(path: Path, chunk_size: int) -> Iterator[bytes | bytearray]:
+    """Yield the file's bytes in pieces of exactly chunk_size (the last may be shorter)."""
+    try:
+        handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the reader thread)
+    except OSError as exc:
+        raise _path_error(path, exc) from None
+    chunks: queue.Queue[bytearray | BaseException | None] = queue.Queue(PREFETCH_CHUNKS)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            with handle:
+                while not stop.is_set():
+                    chunk = _read_full(handle, chunk_size)
+                    if chunk is None:
+                        break
+                    _put(chunk)
+            _put(None)
+        except OSError as exc:
+            _put(_path_error(path, exc))
+
+    def _put(item: bytearray | BaseException | None) -> None:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=reader, name=f"read {path.name}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = chunks.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _read_full(handle: object, size: int) -> bytearray | None:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    filled = 0
+    readinto = handle.readinto  # type: ignore[attr-defined]
+    while filled < size:
+        count = readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    view.release()
+    if filled == 0:
+        return None
+    if filled < size:
+        del buf[filled:]
+    return buf
+
+
+def import_file(path: Path, profile: Profile, sink: BlockSink | None = None,
+                progress: ProgressCallback | None = None) -> DagLink:
+    builder = unixfs.FileBuilder(profile, sink)
+    for chunk in read_chunks(path, profile.chunk_size):
+        builder.add_chunk(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return builder.finish()
+
+
+def import_tree(path: Path, profile: Profile, sink: BlockSink | None = None, *,
+                include_hidden: bool = False, progress: ProgressCallback | None = None,
+                report: TreeReport | None = None) -> DagLink:
+    """`ipfs add -r path`: the folder as one UnixFS directory.
+
+    Hidden names are left out unless include_hidden (Kubo's default), empty
+    folders are kept, symlinks become UnixFS symlink nodes. An entry that
+    cannot be read is recorded in report and left out; the rest goes on.
+    """
+    report = report if report is not None else TreeReport()
+    return _import_dir(path, profile, sink, include_hidden, progress, report, depth=0)
+
+
+MAX_TREE_DEPTH = 256
+
+
+def _import_dir(path: Path, profile: Profile, sink: BlockSink | None, include_hidden: bool,
+                progress: ProgressCallback | None, report: TreeReport, depth: int) -> DagLink:
+    if depth > MAX_TREE_DEPTH:
+        raise PathError(f"{path}: folders nested deeper than {MAX_TREE_DEPTH} levels")
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        raise _path_error(path, exc) from None
+    entries: list[DirEntry] = []
+    for name in names:
+        if name.startswith(".") and not include_hidden:
+            continue
+        child = path / name
+        try:
+            info = child.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                link = unixfs.symlink(os.readlink(child), profile, sink)
+                report.entries.append(EntryResult(child, "symlink", link))
+            elif stat.S_ISDIR(info.st_mode):
+                link = _import_dir(child, profile, sink, include_hidden, progress, report, depth + 1)
+            elif stat.S_ISREG(info.st_mode):
+                link = import_file(child, profile, sink, progress)
+                report.entries.append(EntryResult(child, "file", link))
+            else:
+                raise PathError(f"{child}: not a regular file ({_kind_of(info.st_mode)})")
+        except NodeError as exc:
+            report.entries.append(EntryResult(child, "file", error=exc.message))
+            continue
+        except OSError as exc:
+            report.entries.append(EntryResult(child, "file", error=_path_error(child, exc).message))
+            continue
+        entries.append(DirEntry(name, link))
+    link = unixfs.directory(entries, profile, sink)
+    report.entries.append(EntryResult(path, "directory", link))
+    return link
+
+
+def hash_file(path: Path, profile: Profile, *, wrap: bool = False) -> Cid:
+    """The CID `ipfs add` would print for this file (with -w when wrap), storing nothing."""
+    link = import_file(path, profile)
+    if wrap:
+        link = unixfs.wrap(path.name, link, profile)
+    return link.cid
+
+
+def hash_tree(path: Path, profile: Profile) -> Cid:
+    """The root CID `ipfs add -r` would print for this folder, storing nothing."""
+    report = TreeReport()
+    link = import_tree(path, profile, report=report)
+    if report.failed:
+        raise PathError("; ".join(entry.error or "" for entry in report.failed))
+    return link.cid
+
+
+def iter_files(paths: list[Path], report_error: Callable[[Path, str], None]) -> Iterator[Path]:
+    """Every regular file under paths, recursively, in a stable order.
+
+    Symlinks are followed; a folder reached twice (a symlink loop) is an
+    error for that path, reported once, and the walk goes on.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def walk(path: Path, depth: int) -> Iterator[Path]:
+        try:
+            info = path.stat()
+        except OSError as exc:
+            report_error(path, _path_error(path, exc).message)
+            return
+        if stat.S_ISREG(info.st_mode):
+            yield path
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            report_error(path, f"{path}: not a regular file ({_kind_of(info.st_mode)})")
+            return
+        key = (info.st_dev, info.st_ino)
+        if key in seen_dirs or depth > MAX_TREE_DEPTH:
+            report_error(path, f"{path}: symlink loop (folder already visited)")
+            return
+        seen_dirs.add(key)
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            report_error(path, _path_error(path, exc).message)
+            return
+        for name in names:
+            yield from walk(path / name, depth + 1)
+
+    for path in paths:
+        yield from walk(path, 0)
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "an unsupported file type"
+
+
+def _path_error(path: Path, exc: OSError) -> PathError:
+    reason = exc.strerror or str(exc)
+    if exc.errno == 40:  # ELOOP
+        reason = "symlink loop"
+    return PathError(f"{path}: {reason}")

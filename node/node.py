@@ -1,0 +1,242 @@
+"""The node: one home folder (blockstore + index) and every operation on it.
+
+I/O facade that sequences the pure parts; the CLI (and later the daemon)
+call this and never reach into the store or the index themselves. Ordering
+rule for crash safety: blocks are written and made durable before the index
+records a pin, so a pin in the index is always complete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from node import car, dag, hamt, importer, unixfs
+from node import cid as cids
+from node.blockstore import Blockstore, Bytes
+from node.cid import Cid
+from node.errors import BlockMismatch, BlockNotFound, NodeError, NotFound, PinNotFound, UnixFsError
+from node.index import Index, Pin
+from node.profiles import Profile
+from node.unixfs import DagLink, NodeType
+
+ProgressCallback = Callable[[int], None]
+MAX_PATH_SEGMENTS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem fsck found; it goes on after each."""
+
+    kind: str  # corrupt | missing | unreadable | leftover
+    cid: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CarImport:
+    roots: list[Cid]
+    blocks: int
+    new_blocks: int
+    pinned: list[Cid]
+    incomplete: dict[Cid, int]  # root -> number of absent blocks found
+
+
+class Node:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.store = Blockstore(home / "blocks")
+        self.index = Index(home / "index.sqlite")
+        self._lock_path = home / "gc.lock"
+
+    def close(self) -> None:
+        self.index.close()
+
+    # --- locking: pins share, gc is exclusive, so gc never takes a block a pin is about to record
+
+    @contextmanager
+    def _lock(self, exclusive: bool) -> Iterator[None]:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def _store_block(self, cid: Cid, parts: Sequence[Bytes]) -> None:
+        self.store.put(cid, parts, hashed=True)
+
+    # --- adding
+
+    def add_file(self, path: Path, profile: Profile, *, wrap: bool = False,
+                 progress: ProgressCallback | None = None) -> DagLink:
+        with self._lock(exclusive=False):
+            link = importer.import_file(path, profile, self._store_block, progress)
+            if wrap:
+                link = unixfs.wrap(path.name, link, profile, self._store_block)
+            self.store.sync()
+            self.index.add_pin(str(link.cid), path.name, profile.name, link.filesize, link.tsize,
+                               "directory" if wrap else "file")
+        return link
+
+    def add_tree(self, path: Path, profile: Profile, *, include_hidden: bool = False,
+                 progress: ProgressCallback | None = None,
+                 report: importer.TreeReport | None = None) -> DagLink:
+        report = report if report is not None else importer.TreeReport()
+        with self._lock(exclusive=False):
+            link = importer.import_tree(path, profile, self._store_block, include_hidden=include_hidden,
+                                        progress=progress, report=report)
+            self.store.sync()
+            size = sum(e.link.filesize for e in report.entries if e.kind == "file" and e.link)
+            self.index.add_pin(str(link.cid), path.resolve().name, profile.name, size, link.tsize,
+                               "directory")
+        return link
+
+    def import_car(self, stream: BinaryIO, name: str) -> CarImport:
+        """Store a CAR's blocks only if every one matches its CID; pin each complete root."""
+        staging = self.store.staging()
+        count = 0
+        try:
+            reader = car.read_car(stream)
+            for cid, block in reader:
+                staging.put(cid, block)
+                count += 1
+        except BaseException:
+            staging.abort()
+            raise
+        pinned: list[Cid] = []
+        incomplete: dict[Cid, int] = {}
+        with self._lock(exclusive=False):
+            new = staging.commit()
+            for root in reader.roots:
+                absent = sum(1 for _ in dag.missing(root, self.store.get, self.store.has))
+                if absent:
+                    incomplete[root] = absent
+                    continue
+                size, dag_size = self._sizes(root)
+                self.index.add_pin(str(root), name, None, size, dag_size, "car")
+                pinned.append(root)
+        return CarImport(list(reader.roots), count, new, pinned, incomplete)
+
+    def _sizes(self, root: Cid) -> tuple[int, int]:
+        """(content bytes, DAG bytes) of a complete DAG already in the store."""
+        dag_size = sum(self.store.size(cid) for cid, _ in dag.walk(root, self._get_for_walk))
+        try:
+            node = unixfs.decode_node(root, self.store.get(root))
+            size = unixfs.file_size(node) if node.unixfs.type in (NodeType.FILE, NodeType.RAW) else dag_size
+        except NodeError:
+            size = dag_size
+        return size, dag_size
+
+    def _get_for_walk(self, cid: Cid) -> bytes:
+        # Raw leaves need no reading to walk a DAG; only their presence matters.
+        return b"" if cid.codec == cids.RAW and self.store.has(cid) else self.store.get(cid)
+
+    # --- reading
+
+    def pins(self) -> list[Pin]:
+        return self.index.pins()
+
+    def resolve(self, path: str) -> Cid:
+        """CID[/name/...] → the CID at that path, through basic and HAMT directories."""
+        root, _, rest = path.strip().removeprefix("/ipfs/").partition("/")
+        current = cids.parse(root)
+        segments = [segment for segment in rest.split("/") if segment]
+        if len(segments) > MAX_PATH_SEGMENTS:
+            raise UnixFsError("path has too many segments")
+        for segment in segments:
+            node = unixfs.decode_node(current, self.store.get(current))
+            if node.unixfs.type == NodeType.DIRECTORY:
+                found = next((link.hash for link in node.links if link.name == segment), None)
+            elif node.unixfs.type == NodeType.HAMT_SHARD:
+                hit = hamt.lookup(current, segment, self.store.get)
+                found = hit.hash if hit else None
+            else:
+                raise UnixFsError(f"{current} is not a directory")
+            if found is None:
+                raise NotFound(f"no {segment!r} in {current}")
+            current = found
+        return current
+
+    def cat(self, path: str) -> Iterator[bytes]:
+        """The bytes of the file at path, every block verified as it is read."""
+        return unixfs.read_file(self.resolve(path), self.store.get)
+
+    def export_car(self, root: Cid, write: Callable[[bytes], object]) -> int:
+        """Write the whole DAG as a CARv1 (one root, depth-first, no duplicates); return block count."""
+        absent = next(dag.missing(root, self.store.get, self.store.has), None)
+        if absent is not None:
+            raise BlockNotFound(f"cannot export {root}: block {absent} is not in the store")
+        writer = car.CarWriter(write, [root])
+        count = 0
+        for cid, block in dag.walk(root, self.store.get):
+            writer.add(cid, block)
+            count += 1
+        return count
+
+    # --- removing
+
+    def unpin(self, cid: Cid) -> Pin:
+        pin = self.index.get_pin(str(cid))
+        if pin is None or not self.index.remove_pin(str(cid)):
+            raise PinNotFound(f"{cid} is not pinned")
+        return pin
+
+    def gc_candidates(self) -> list[Cid]:
+        """Blocks no pin reaches."""
+        with self._lock(exclusive=True):
+            return self._unreachable()
+
+    def _unreachable(self) -> list[Cid]:
+        roots = [cids.parse(pin.cid) for pin in self.index.pins()]
+        keep = {c.to_v1() for c in dag.reachable(roots, self.store.get, self.store.has)}
+        return [c for c in self.store if c.to_v1() not in keep]
+
+    def gc(self, expected: Sequence[Cid] | None = None) -> list[Cid]:
+        """Remove unreachable blocks (only those in expected, if given); return what was removed."""
+        with self._lock(exclusive=True):
+            doomed = self._unreachable()
+            if expected is not None:
+                allowed = {c.to_v1() for c in expected}
+                doomed = [c for c in doomed if c.to_v1() in allowed]
+            for cid in doomed:
+                self.store.delete(cid)
+            self.store.sync()
+            self.store.remove_temp_files()
+        return doomed
+
+    # --- checking
+
+    def fsck(self, progress: ProgressCallback | None = None) -> list[Finding]:
+        findings: list[Finding] = []
+        for cid in self.store:
+            try:
+                self.store.get(cid)
+            except BlockMismatch:
+                findings.append(Finding("corrupt", str(cid), f"block {cid} does not match its CID"))
+            except NodeError as exc:
+                findings.append(Finding("unreadable", str(cid), exc.message))
+            if progress is not None:
+                progress(1)
+        for pin in self.index.pins():
+            root = cids.parse(pin.cid)
+            try:
+                absent = list(dag.missing(root, self.store.get, self.store.has))
+            except NodeError as exc:
+                findings.append(Finding("missing", pin.cid, f"pin {pin.cid} ({pin.name}) cannot be walked: "
+                                                            f"{exc.message}"))
+                continue
+            for cid in absent:
+                findings.append(Finding("missing", pin.cid,
+                                        f"pin {pin.cid} ({pin.name}) lacks block {cid}"))
+        for leftover in self.store.temp_files():
+            findings.append(Finding("leftover", None,
+                                    f"interrupted write left {leftover.relative_to(self.home)} (harmless; "
+                                    "`artkeep gc` removes it)"))
+        return findings
