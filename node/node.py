@@ -18,12 +18,12 @@ from typing import BinaryIO
 
 from node import car, dag, hamt, importer, unixfs
 from node import cid as cids
-from node.blockstore import Blockstore, Bytes
+from node.blockstore import Blockstore
 from node.cid import Cid
 from node.errors import BlockMismatch, BlockNotFound, NodeError, NotFound, PinNotFound, UnixFsError
 from node.index import Index, Pin
 from node.profiles import Profile
-from node.unixfs import DagLink, NodeType
+from node.unixfs import BlockSink, DagLink, NodeType
 
 ProgressCallback = Callable[[int], None]
 MAX_PATH_SEGMENTS = 256
@@ -69,18 +69,21 @@ class Node:
         finally:
             os.close(fd)
 
-    def _store_block(self, cid: Cid, parts: Sequence[Bytes]) -> None:
-        self.store.put(cid, parts, hashed=True)
+    @contextmanager
+    def _block_sink(self) -> Iterator[BlockSink]:
+        """A sink for blocks the UnixFS builder just hashed; durable when the block exits."""
+        with self.store.writer() as put:
+            yield lambda cid, parts: put(cid, parts, hashed=True)
 
     # --- adding
 
     def add_file(self, path: Path, profile: Profile, *, wrap: bool = False,
                  progress: ProgressCallback | None = None) -> DagLink:
         with self._lock(exclusive=False):
-            link = importer.import_file(path, profile, self._store_block, progress)
-            if wrap:
-                link = unixfs.wrap(path.name, link, profile, self._store_block)
-            self.store.sync()
+            with self._block_sink() as sink:
+                link = importer.import_file(path, profile, sink, progress)
+                if wrap:
+                    link = unixfs.wrap(path.name, link, profile, sink)
             self.index.add_pin(str(link.cid), path.name, profile.name, link.filesize, link.tsize,
                                "directory" if wrap else "file")
         return link
@@ -90,9 +93,9 @@ class Node:
                  report: importer.TreeReport | None = None) -> DagLink:
         report = report if report is not None else importer.TreeReport()
         with self._lock(exclusive=False):
-            link = importer.import_tree(path, profile, self._store_block, include_hidden=include_hidden,
-                                        progress=progress, report=report)
-            self.store.sync()
+            with self._block_sink() as sink:
+                link = importer.import_tree(path, profile, sink, include_hidden=include_hidden,
+                                            progress=progress, report=report)
             size = sum(e.link.filesize for e in report.entries if e.kind == "file" and e.link)
             self.index.add_pin(str(link.cid), path.resolve().name, profile.name, size, link.tsize,
                                "directory")

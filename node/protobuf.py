@@ -28,7 +28,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
     value = 0
     shift = 0
     end = len(buf)
@@ -58,7 +58,7 @@ def varint_field(field: int, value: int) -> bytes:
     return key(field, VARINT) + encode_varint(value)
 
 
-def fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+def fields(buf: bytes | bytearray | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
     """Yield (field number, wire type, value) for each field in order.
 
     A varint field's value is an int, a length-delimited one a memoryview.

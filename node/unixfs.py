@@ -152,7 +152,7 @@ class DagLink:
     filesize: int
 
 
-def _emit_dag_pb(node_parts: Sequence[Bytes], profile: Profile, sink: BlockSink | None) -> tuple[Cid, int]:
+def emit_dag_pb(node_parts: Sequence[Bytes], profile: Profile, sink: BlockSink | None) -> tuple[Cid, int]:
     hasher = hashlib.sha256()
     length = 0
     for part in node_parts:
@@ -221,7 +221,7 @@ class FileBuilder:
         unixfs_len = 1 + 1 + 1 + len(size_varint) + size + 1 + len(size_varint)
         prefix = b"\x0a" + protobuf.encode_varint(unixfs_len) + b"\x08\x02\x12" + size_varint
         suffix = b"\x18" + size_varint
-        cid, length = _emit_dag_pb((prefix, chunk, suffix), self.profile, self.sink)
+        cid, length = emit_dag_pb((prefix, chunk, suffix), self.profile, self.sink)
         return DagLink(cid, length, size)
 
     def _internal_node(self, children: list[DagLink]) -> DagLink:
@@ -230,7 +230,7 @@ class FileBuilder:
                             blocksizes=tuple(child.filesize for child in children))
         node = PBNode(tuple(PBLink(child.cid, "", child.tsize) for child in children), unixfs.encode())
         block = dagpb.encode(node)
-        cid, length = _emit_dag_pb((block,), self.profile, self.sink)
+        cid, length = emit_dag_pb((block,), self.profile, self.sink)
         return DagLink(cid, length + sum(child.tsize for child in children), filesize)
 
     def _empty_file(self) -> DagLink:
@@ -240,7 +240,7 @@ class FileBuilder:
                 self.sink(cid, (b"",))
             return DagLink(cid, 0, 0)
         block = dagpb.encode(PBNode((), UnixFsData(NodeType.FILE, filesize=0).encode()))
-        cid, length = _emit_dag_pb((block,), self.profile, self.sink)
+        cid, length = emit_dag_pb((block,), self.profile, self.sink)
         return DagLink(cid, length, 0)
 
 
@@ -267,7 +267,7 @@ def check_entry_name(name: str) -> None:
 def symlink(target: str, profile: Profile, sink: BlockSink | None = None) -> DagLink:
     data = UnixFsData(NodeType.SYMLINK, data=dagpb.encode_name(target)).encode()
     block = dagpb.encode(PBNode((), data))
-    cid, length = _emit_dag_pb((block,), profile, sink)
+    cid, length = emit_dag_pb((block,), profile, sink)
     return DagLink(cid, length, 0)
 
 
@@ -287,7 +287,7 @@ def directory(entries: Sequence[DirEntry], profile: Profile, sink: BlockSink | N
 
         return hamt.build(ordered, profile, sink)
     block = dagpb.encode(node)
-    cid, length = _emit_dag_pb((block,), profile, sink)
+    cid, length = emit_dag_pb((block,), profile, sink)
     return DagLink(cid, length + sum(e.link.tsize for e in ordered), 0)
 
 
