@@ -40,6 +40,8 @@ class Output:
     def result(self, record: dict[str, Any], text: str) -> None:
         if self.as_json:
             print(json.dumps(record, ensure_ascii=False), flush=True)
+        elif "error" in record:
+            self.note(text)
         else:
             print(text, flush=True)
 

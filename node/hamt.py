@@ -42,9 +42,9 @@ from node.unixfs import (
     DirEntry,
     NodeType,
     UnixFsData,
-    emit_dag_pb,
     check_entry_name,
     decode_node,
+    emit_dag_pb,
 )
 
 MURMUR3_X64_64 = 0x22
