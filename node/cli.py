@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tomllib
@@ -438,6 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.home = (args.home or config.default_home(os.environ)).expanduser()
         args.config = _load_config(args)
+        level = str(args.config["log.level"]).upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise InputError(f"config: log.level must be debug, info, warning or error, not {level!r}")
+        logging.basicConfig(level=level, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
         return int(args.handler(args, out))
     except NodeError as exc:
         if out.as_json:

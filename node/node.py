@@ -9,6 +9,7 @@ records a pin, so a pin in the index is always complete.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from node.unixfs import BlockSink, DagLink, NodeType
 
 ProgressCallback = Callable[[int], None]
 MAX_PATH_SEGMENTS = 256
+log = logging.getLogger("artkeep.node")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class Node:
                     link = unixfs.wrap(path.name, link, profile, sink)
             self.index.add_pin(str(link.cid), path.name, profile.name, link.filesize, link.tsize,
                                "directory" if wrap else "file")
+        log.info("pinned %s %s (%d bytes, %s)", link.cid, path, link.filesize, profile.name)
         return link
 
     def add_tree(self, path: Path, profile: Profile, *, include_hidden: bool = False,
@@ -99,6 +102,7 @@ class Node:
             size = sum(e.link.filesize for e in report.entries if e.kind == "file" and e.link)
             self.index.add_pin(str(link.cid), path.resolve().name, profile.name, size, link.tsize,
                                "directory")
+        log.info("pinned %s %s as a directory (%d bytes, %s)", link.cid, path, size, profile.name)
         return link
 
     def import_car(self, stream: BinaryIO, name: str) -> CarImport:
@@ -125,6 +129,7 @@ class Node:
                 size, dag_size = self._sizes(root)
                 self.index.add_pin(str(root), name, None, size, dag_size, "car")
                 pinned.append(root)
+                log.info("pinned %s from CAR %s (%d blocks)", root, name, count)
         return CarImport(list(reader.roots), count, new, pinned, incomplete)
 
     def _sizes(self, root: Cid) -> tuple[int, int]:
@@ -210,6 +215,7 @@ class Node:
                 doomed = [c for c in doomed if c.to_v1() in allowed]
             for cid in doomed:
                 self.store.delete(cid)
+                log.info("gc removed %s", cid)
             self.store.sync()
             self.store.remove_temp_files()
         return doomed
