@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from node import varint
+
 VARINT = 0
 LEN = 2
 _MAX_U64 = (1 << 64) - 1
@@ -20,12 +22,7 @@ class WireError(ValueError):
 def encode_varint(value: int) -> bytes:
     if value < 0 or value > _MAX_U64:
         raise WireError("varint out of range")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return varint.encode(value)  # same LEB128 bytes; protobuf only allows a wider range
 
 
 def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
