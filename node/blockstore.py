@@ -195,7 +195,7 @@ class Blockstore:
 
     def temp_files(self) -> list[Path]:
         """Leftovers of writes whose process died; never visible as blocks."""
-        found = [*self.root.glob(f"*/{TEMP_PREFIX}*"), *self.root.glob(f"{STAGING_DIR}/*")]
+        found = [*self.root.glob(f"??/{TEMP_PREFIX}*"), *self.root.glob(f"{STAGING_DIR}/*")]
         return sorted(path for path in found if not _writer_alive(path.name))
 
     def remove_temp_files(self) -> int:
@@ -212,7 +212,9 @@ class Blockstore:
 class Staging:
     """Blocks written durably but invisible until commit() moves them in by rename.
 
-    A crash leaves only the staging folder, which remove_temp_files clears.
+    A crash before commit leaves only the staging folder, which remove_temp_files
+    clears; a crash during commit leaves some blocks moved in, each whole but
+    unpinned (gc collects them, a rerun reuses them).
     """
 
     def __init__(self, store: Blockstore) -> None:

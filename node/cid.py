@@ -105,7 +105,10 @@ def parse(text: str) -> Cid:
         raw = multibase.decode(text)
     except Exception as exc:  # multiformats raises several unrelated types
         raise InvalidCid(f"not a CID: {text!r:.80} ({exc})") from None
-    cid, end = from_bytes(raw)
+    try:
+        cid, end = from_bytes(raw)
+    except InvalidCid as exc:
+        raise InvalidCid(f"not a CID: {text!r:.80} ({exc.message})") from None
     if end != len(raw):
         raise InvalidCid(f"not a CID: {text!r:.80} (trailing bytes)")
     if cid.version == 0:

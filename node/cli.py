@@ -303,6 +303,8 @@ def cmd_gc(args: argparse.Namespace, out: Output) -> int:
     try:
         candidates = node.gc_candidates()
         total = sum(node.store.size(c) for c in candidates)
+        if not candidates and not args.dry_run:
+            node.gc(expected=[])  # still clears what interrupted writes left behind
         if args.dry_run or not candidates:
             for cid in candidates:
                 out.result({"cid": str(cid), "size": node.store.size(cid), "removed": False},

@@ -112,6 +112,10 @@ class Node:
         try:
             reader = car.read_car(stream)
             for cid, block in reader:
+                try:
+                    dag.links_of(cid, block)  # a block we could not walk later is refused now
+                except NodeError as exc:
+                    raise type(exc)(f"block {cid}: {exc.message}") from None
                 staging.put(cid, block)
                 count += 1
         except BaseException:
@@ -122,7 +126,11 @@ class Node:
         with self._lock(exclusive=False):
             new = staging.commit()
             for root in reader.roots:
-                absent = sum(1 for _ in dag.missing(root, self.store.get, self.store.has))
+                try:
+                    absent = sum(1 for _ in dag.missing(root, self.store.get, self.store.has))
+                except NodeError as exc:  # an older block of ours that rotted on disk
+                    log.warning("cannot walk %s from %s: %s", root, name, exc.message)
+                    absent = 1
                 if absent:
                     incomplete[root] = absent
                     continue

@@ -58,7 +58,7 @@ class CliRun:
         return records
 
     def __repr__(self) -> str:
-        return (f"CliRun({' '.join(self.args[3:])!r} -> {self.returncode}, "
+        return (f"CliRun({' '.join(self.args[1:])!r} -> {self.returncode}, "
                 f"stdout={self.out[:2000]!r}, stderr={self.err[:2000]!r})")
 
 
@@ -69,9 +69,12 @@ class ArtkeepCli:
         self.home = home
 
     def argv(self, *args: object) -> list[str]:
+        """The installed `artkeep` script next to this Python (as a user runs it), else `-m node.cli`."""
         import sys
 
-        return [sys.executable, "-m", "node.cli", "--home", str(self.home), *(str(arg) for arg in args)]
+        script = Path(sys.executable).with_name("artkeep")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "node.cli"]
+        return [*command, "--home", str(self.home), *(str(arg) for arg in args)]
 
     @staticmethod
     def env() -> dict[str, str]:
