@@ -187,33 +187,26 @@ def cmd_cid(args: argparse.Namespace, out: Output) -> int:
 # --- reading ----------------------------------------------------------------
 
 def cmd_ls(args: argparse.Namespace, out: Output) -> int:
-    node = _open_node(args)
-    try:
+    with _open_node(args) as node:
         for pin in node.pins():
             out.result({"cid": pin.cid, "name": pin.name, "size": pin.size, "dag_size": pin.dag_size,
                         "kind": pin.kind, "profile": pin.profile, "created": pin.created},
                        f"{pin.cid}  {_human_size(pin.size):>10}  {pin.kind:<9}  {pin.name}")
-    finally:
-        node.close()
     return EXIT_OK
 
 
 def cmd_cat(args: argparse.Namespace, out: Output) -> int:
-    node = _open_node(args)
-    try:
+    with _open_node(args) as node:
         sink = sys.stdout.buffer
         for piece in node.cat(args.path):
             sink.write(piece)
         sink.flush()
-    finally:
-        node.close()
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
-    node = _open_node(args)
     root = cids.parse(args.cid)
-    try:
+    with _open_node(args) as node:
         if args.output == "-":
             count = node.export_car(root, sys.stdout.buffer.write)
             sys.stdout.buffer.flush()
@@ -232,15 +225,12 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
         out.result({"cid": str(root), "car": str(target), "blocks": count,
                     "bytes": target.stat().st_size},
                    f"exported {root} to {target} ({count} blocks, {_human_size(target.stat().st_size)})")
-    finally:
-        node.close()
     return EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
-    node = _open_node(args)
     status = EXIT_OK
-    try:
+    with _open_node(args) as node:
         for path in args.cars:
             try:
                 handle = sys.stdin.buffer if str(path) == "-" else open(path, "rb")  # noqa: SIM115
@@ -272,17 +262,14 @@ def cmd_import(args: argparse.Namespace, out: Output) -> int:
                 out.result({"path": str(path), "cid": None, "blocks": result.blocks,
                             "new_blocks": result.new_blocks},
                            f"{path}: no roots; {result.blocks} blocks stored unpinned")
-    finally:
-        node.close()
     return status
 
 
 # --- removing and checking --------------------------------------------------
 
 def cmd_unpin(args: argparse.Namespace, out: Output) -> int:
-    node = _open_node(args)
     status = EXIT_OK
-    try:
+    with _open_node(args) as node:
         for text in args.cids:
             try:
                 pin = node.unpin(cids.parse(text))
@@ -291,16 +278,13 @@ def cmd_unpin(args: argparse.Namespace, out: Output) -> int:
                 status = max(status, exc.exit_code)
                 continue
             out.result({"cid": pin.cid, "unpinned": True}, f"unpinned {pin.cid} ({pin.name})")
-    finally:
-        node.close()
     if not out.as_json and status == EXIT_OK:
         out.note("blocks stay until `artkeep gc` removes what no pin reaches")
     return status
 
 
 def cmd_gc(args: argparse.Namespace, out: Output) -> int:
-    node = _open_node(args)
-    try:
+    with _open_node(args) as node:
         candidates = node.gc_candidates()
         total = sum(node.store.size(c) for c in candidates)
         if not candidates and not args.dry_run:
@@ -328,14 +312,11 @@ def cmd_gc(args: argparse.Namespace, out: Output) -> int:
             out.result({"cid": str(cid), "removed": True}, f"removed {cid}")
         if not out.as_json:
             out.note(f"removed {len(removed)} block(s)")
-    finally:
-        node.close()
     return EXIT_OK
 
 
 def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
-    node = _open_node(args)
-    try:
+    with _open_node(args) as node:
         blocks = node.store.usage().blocks
         with out.progress(blocks, "fsck") as advance:
             findings = node.fsck(progress=advance)
@@ -347,14 +328,11 @@ def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
             pins = len(node.pins())
             verdict = f"{len(damage)} problem(s) found" if damage else "no damage found"
             out.note(f"checked {blocks} block(s) and {pins} pin(s): {verdict}")
-    finally:
-        node.close()
     return EXIT_DAMAGE if damage else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    node = _open_node(args)
-    try:
+    with _open_node(args) as node:
         usage = node.store.usage()
         pins = node.pins()
         record = {"home": str(args.home), "version": __version__, "pins": len(pins),
@@ -366,8 +344,6 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
             f"blocks   {usage.blocks} ({_human_size(usage.bytes)})",
             f"profile  {args.config.profile}",
         ]))
-    finally:
-        node.close()
     return EXIT_OK
 
 

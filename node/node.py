@@ -60,6 +60,12 @@ class Node:
     def close(self) -> None:
         self.index.close()
 
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # --- locking: pins share, gc is exclusive, so gc never takes a block a pin is about to record
 
     @contextmanager
