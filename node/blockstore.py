@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,6 @@ STAGING_DIR = ".staging"
 _SUFFIX = ".data"
 
 Bytes = bytes | bytearray | memoryview
-BlockPut = Callable[..., None]
 
 
 def block_key(cid: Cid) -> str:
@@ -159,35 +158,14 @@ class Blockstore:
         return Usage(count, total)
 
     @contextmanager
-    def writer(self, threads: int = WRITER_THREADS) -> Iterator[BlockPut]:
-        """A put function that writes on several threads; all durable when the block exits.
-
-        fsync dominates the cost of a block (hundreds per second per thread on
-        a typical SSD), so several in flight keep the disk busy while the
-        caller hashes the next chunk. At most 2 × threads blocks wait in memory.
-        """
-        slots = threading.BoundedSemaphore(threads * 2)
-        errors: list[BaseException] = []
-        with ThreadPoolExecutor(threads, thread_name_prefix="block-writer") as pool:
-
-            def write(cid: Cid, parts: Sequence[Bytes], hashed: bool) -> None:
-                try:
-                    self.put(cid, parts, hashed=hashed)
-                except BaseException as exc:
-                    errors.append(exc)
-                finally:
-                    slots.release()
-
-            def put(cid: Cid, parts: Sequence[Bytes], *, hashed: bool = False) -> None:
-                if errors:
-                    raise errors[0]
-                slots.acquire()
-                pool.submit(write, cid, parts, hashed)
-
-            yield put
-        if errors:
-            raise errors[0]
-        self.sync()
+    def writer(self, threads: int = WRITER_THREADS) -> Iterator[BlockWriter]:
+        """A BlockWriter whose blocks are all durable when the with-block exits."""
+        writer = BlockWriter(self, threads)
+        try:
+            yield writer
+            writer.flush()
+        finally:
+            writer.close()
 
     def staging(self) -> Staging:
         """A private area for a batch that must land whole or not at all (a CAR import)."""
@@ -207,6 +185,48 @@ class Blockstore:
                 temp.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+class BlockWriter:
+    """Writes blocks on several threads; flush() waits for them and makes them durable.
+
+    fsync dominates the cost of a block (hundreds per second per thread on
+    a typical SSD), so several in flight keep the disk busy while the caller
+    hashes the next chunk. At most 2 × threads blocks wait in memory.
+    """
+
+    def __init__(self, store: Blockstore, threads: int) -> None:
+        self._store = store
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="block-writer")
+        self._slots = threading.BoundedSemaphore(threads * 2)
+        self._pending: set[Future[None]] = set()
+        self._errors: list[BaseException] = []
+
+    def put(self, cid: Cid, parts: Sequence[Bytes], *, hashed: bool = False) -> None:
+        if self._errors:
+            raise self._errors[0]
+        self._slots.acquire()
+        future = self._pool.submit(self._write, cid, parts, hashed)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    def _write(self, cid: Cid, parts: Sequence[Bytes], hashed: bool) -> None:
+        try:
+            self._store.put(cid, parts, hashed=hashed)
+        except BaseException as exc:
+            self._errors.append(exc)
+        finally:
+            self._slots.release()
+
+    def flush(self) -> None:
+        """Wait for every block put so far; raise the first failure; fsync the folders."""
+        wait(list(self._pending))
+        if self._errors:
+            raise self._errors[0]
+        self._store.sync()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 class Staging:

@@ -22,11 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from node import __version__, config, importer
+from node import __version__, config, importer, unixfs
 from node import cid as cids
 from node.errors import InputError, NodeError, PathError
 from node.node import Node
-from node.profiles import PROFILES, get_profile
+from node.profiles import PROFILES, Profile, get_profile
+from node.unixfs import DagLink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGE, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -131,18 +132,13 @@ def _add_paths(args: argparse.Namespace, out: Output, store: bool) -> int:
             paths = list(importer.iter_files(args.paths, fail))
             total = sum(_safe_size(path) for path in paths)
             with out.progress(total, "pin" if store else "cid") as advance:
-                for path in paths:
-                    try:
-                        if node is not None:
-                            link = node.add_file(path, profile, wrap=args.wrap, progress=advance)
-                        else:
-                            link = importer.import_file(path, profile, progress=advance)
-                            if args.wrap:
-                                from node import unixfs
-
-                                link = unixfs.wrap(path.name, link, profile)
-                    except NodeError as exc:
-                        fail(path, exc.message)
+                if node is not None:
+                    results = node.add_files(paths, profile, wrap=args.wrap, progress=advance)
+                else:
+                    results = _hash_files(paths, profile, args.wrap, advance)
+                for path, link in results:
+                    if isinstance(link, NodeError):
+                        fail(path, link.message)
                         continue
                     files += 1
                     size = link.filesize if not args.wrap else _safe_size(path)
@@ -159,6 +155,16 @@ def _add_paths(args: argparse.Namespace, out: Output, store: bool) -> int:
     if not out.as_json:
         out.note(summary + f" with profile {profile.name}")
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _hash_files(paths: list[Path], profile: Profile, wrap: bool,
+                progress: Callable[[int], None]) -> Iterator[tuple[Path, DagLink | NodeError]]:
+    for path in paths:
+        try:
+            link = importer.import_file(path, profile, progress=progress)
+            yield path, unixfs.wrap(path.name, link, profile) if wrap else link
+        except NodeError as exc:
+            yield path, exc
 
 
 def _safe_size(path: Path) -> int:

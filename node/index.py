@@ -91,6 +91,18 @@ class Index:
             )
             return cursor.rowcount == 1
 
+    def add_pins(self, pins: list[tuple[str, str, str | None, int, int, str]]) -> None:
+        """Record many complete pins (cid, name, profile, size, dag_size, kind) in one transaction."""
+        if not pins:
+            return
+        now = time.time()
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO pins (cid, name, profile, size, dag_size, kind, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*pin, now) for pin in pins],
+            )
+
     def remove_pin(self, cid: str) -> bool:
         with self._write() as db:
             return db.execute("DELETE FROM pins WHERE cid = ?", (cid,)).rowcount == 1

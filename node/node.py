@@ -11,7 +11,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import BinaryIO
 
 from node import car, dag, hamt, importer, unixfs
 from node import cid as cids
-from node.blockstore import Blockstore
+from node.blockstore import Blockstore, BlockWriter, Bytes
 from node.cid import Cid
 from node.errors import BlockMismatch, BlockNotFound, NodeError, NotFound, PinNotFound, UnixFsError
 from node.index import Index, Pin
@@ -28,6 +29,8 @@ from node.unixfs import BlockSink, DagLink, NodeType
 
 ProgressCallback = Callable[[int], None]
 MAX_PATH_SEGMENTS = 256
+PIN_BATCH_FILES = 256
+PIN_BATCH_SECONDS = 1.0
 log = logging.getLogger("artkeep.node")
 
 
@@ -80,22 +83,49 @@ class Node:
     @contextmanager
     def _block_sink(self) -> Iterator[BlockSink]:
         """A sink for blocks the UnixFS builder just hashed; durable when the block exits."""
-        with self.store.writer() as put:
-            yield lambda cid, parts: put(cid, parts, hashed=True)
+        with self.store.writer() as writer:
+            yield lambda cid, parts: writer.put(cid, parts, hashed=True)
 
     # --- adding
 
-    def add_file(self, path: Path, profile: Profile, *, wrap: bool = False,
-                 progress: ProgressCallback | None = None) -> DagLink:
-        with self._lock(exclusive=False):
-            with self._block_sink() as sink:
-                link = importer.import_file(path, profile, sink, progress)
-                if wrap:
-                    link = unixfs.wrap(path.name, link, profile, sink)
-            self.index.add_pin(str(link.cid), path.name, profile.name, link.filesize, link.tsize,
-                               "directory" if wrap else "file")
-        log.info("pinned %s %s (%d bytes, %s)", link.cid, path, link.filesize, profile.name)
-        return link
+    def add_files(self, paths: Iterable[Path], profile: Profile, *, wrap: bool = False,
+                  progress: ProgressCallback | None = None) -> Iterator[tuple[Path, DagLink | NodeError]]:
+        """Pin many files, each on its own; yield each file's DAG, or its error, once it is durable.
+
+        Files share one writer pool and are made durable and recorded in batches
+        (one folder sync and one index transaction per batch), which is what
+        makes thousands of small files fast. A crash loses at most the batch
+        in flight: its blocks are whole, its pins not yet recorded.
+        """
+        with self._lock(exclusive=False), self.store.writer() as writer:
+            def sink(cid: Cid, parts: Sequence[Bytes]) -> None:
+                writer.put(cid, parts, hashed=True)
+
+            batch: list[tuple[Path, DagLink]] = []
+            started = time.monotonic()
+            for path in paths:
+                try:
+                    link = importer.import_file(path, profile, sink, progress)
+                    if wrap:
+                        link = unixfs.wrap(path.name, link, profile, sink)
+                except NodeError as exc:
+                    yield path, exc
+                    continue
+                batch.append((path, link))
+                if len(batch) >= PIN_BATCH_FILES or time.monotonic() - started > PIN_BATCH_SECONDS:
+                    yield from self._record(batch, profile, wrap, writer)
+                    batch, started = [], time.monotonic()
+            yield from self._record(batch, profile, wrap, writer)
+
+    def _record(self, batch: list[tuple[Path, DagLink]], profile: Profile, wrap: bool,
+                writer: BlockWriter) -> Iterator[tuple[Path, DagLink]]:
+        writer.flush()  # every block of the batch durable before any of its pins is recorded
+        kind = "directory" if wrap else "file"
+        self.index.add_pins([(str(link.cid), path.name, profile.name, link.filesize, link.tsize, kind)
+                             for path, link in batch])
+        for path, link in batch:
+            log.info("pinned %s %s (%d bytes, %s)", link.cid, path, link.filesize, profile.name)
+            yield path, link
 
     def add_tree(self, path: Path, profile: Profile, *, include_hidden: bool = False,
                  progress: ProgressCallback | None = None,

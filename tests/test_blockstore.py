@@ -102,9 +102,9 @@ def test_a_staged_batch_is_invisible_until_commit_and_gone_after_abort(tmp_path:
 def test_parallel_writer_stores_everything_and_reports_the_first_failure(tmp_path: Path) -> None:
     store = Blockstore(tmp_path)
     blocks = [os.urandom(1000) for _ in range(50)]
-    with store.writer(threads=3) as put:
+    with store.writer(threads=3) as writer:
         for data in blocks:
-            put(raw(data), [data])
+            writer.put(raw(data), [data])
     assert all(store.get(raw(data)) == data for data in blocks)
-    with pytest.raises(BlockMismatch), store.writer(threads=2) as put:
-        put(raw(b"a"), [b"b"])
+    with pytest.raises(BlockMismatch), store.writer(threads=2) as writer:
+        writer.put(raw(b"a"), [b"b"])
