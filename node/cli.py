@@ -118,11 +118,8 @@ def _add_paths(args: argparse.Namespace, out: Output, store: bool) -> int:
                         fail(entry.path, entry.error)
                         continue
                     assert entry.link is not None
-                    size = entry.link.filesize
-                    if entry.kind == "directory":
-                        size = sum(e.link.filesize for e in report.entries
-                                   if e.kind == "file" and e.link and e.path.is_relative_to(entry.path))
-                    else:
+                    size = entry.size
+                    if entry.kind != "directory":
                         files += 1
                         done_bytes += size
                     out.result({"path": str(entry.path), "cid": str(entry.link.cid), "size": size,
@@ -292,12 +289,13 @@ def cmd_unpin(args: argparse.Namespace, out: Output) -> int:
 def cmd_gc(args: argparse.Namespace, out: Output) -> int:
     with _open_node(args) as node:
         candidates = node.gc_candidates()
-        total = sum(node.store.size(c) for c in candidates)
+        sizes = {cid: node.store.size(cid) for cid in candidates}
+        total = sum(sizes.values())
         if not candidates and not args.dry_run:
             node.gc(expected=[])  # still clears what interrupted writes left behind
         if args.dry_run or not candidates:
             for cid in candidates:
-                out.result({"cid": str(cid), "size": node.store.size(cid), "removed": False},
+                out.result({"cid": str(cid), "size": sizes[cid], "removed": False},
                            f"would remove {cid}")
             if not out.as_json:
                 out.note(f"{len(candidates)} unreachable block(s), {_human_size(total)}"

@@ -35,6 +35,7 @@ class EntryResult:
     kind: str  # "file", "directory" or "symlink"
     link: DagLink | None = None
     error: str | None = None
+    size: int = 0  # content bytes: the file's, or the sum of the files under a folder
 
 
 @dataclass
@@ -128,14 +129,15 @@ def import_tree(path: Path, profile: Profile, sink: BlockSink | None = None, *,
     cannot be read is recorded in report and left out; the rest goes on.
     """
     report = report if report is not None else TreeReport()
-    return _import_dir(path, profile, sink, include_hidden, progress, report, depth=0)
+    link, _ = _import_dir(path, profile, sink, include_hidden, progress, report, depth=0)
+    return link
 
 
 MAX_TREE_DEPTH = 256
 
 
 def _import_dir(path: Path, profile: Profile, sink: BlockSink | None, include_hidden: bool,
-                progress: ProgressCallback | None, report: TreeReport, depth: int) -> DagLink:
+                progress: ProgressCallback | None, report: TreeReport, depth: int) -> tuple[DagLink, int]:
     if depth > MAX_TREE_DEPTH:
         raise PathError(f"{path}: folders nested deeper than {MAX_TREE_DEPTH} levels")
     try:
@@ -143,6 +145,7 @@ def _import_dir(path: Path, profile: Profile, sink: BlockSink | None, include_hi
     except OSError as exc:
         raise _path_error(path, exc) from None
     entries: list[DirEntry] = []
+    total = 0
     for name in names:
         if name.startswith(".") and not include_hidden:
             continue
@@ -153,10 +156,12 @@ def _import_dir(path: Path, profile: Profile, sink: BlockSink | None, include_hi
                 link = unixfs.symlink(os.readlink(child), profile, sink)
                 report.entries.append(EntryResult(child, "symlink", link))
             elif stat.S_ISDIR(info.st_mode):
-                link = _import_dir(child, profile, sink, include_hidden, progress, report, depth + 1)
+                link, size = _import_dir(child, profile, sink, include_hidden, progress, report, depth + 1)
+                total += size
             elif stat.S_ISREG(info.st_mode):
                 link = import_file(child, profile, sink, progress)
-                report.entries.append(EntryResult(child, "file", link))
+                report.entries.append(EntryResult(child, "file", link, size=link.filesize))
+                total += link.filesize
             else:
                 raise PathError(f"{child}: not a regular file ({_kind_of(info.st_mode)})")
         except NodeError as exc:
@@ -167,8 +172,8 @@ def _import_dir(path: Path, profile: Profile, sink: BlockSink | None, include_hi
             continue
         entries.append(DirEntry(name, link))
     link = unixfs.directory(entries, profile, sink)
-    report.entries.append(EntryResult(path, "directory", link))
-    return link
+    report.entries.append(EntryResult(path, "directory", link, size=total))
+    return link, total
 
 
 def hash_file(path: Path, profile: Profile, *, wrap: bool = False) -> Cid:

@@ -135,7 +135,7 @@ class Node:
             with self._block_sink() as sink:
                 link = importer.import_tree(path, profile, sink, include_hidden=include_hidden,
                                             progress=progress, report=report)
-            size = sum(e.link.filesize for e in report.entries if e.kind == "file" and e.link)
+            size = report.entries[-1].size  # the root folder comes last
             self.index.add_pin(str(link.cid), path.resolve().name, profile.name, size, link.tsize,
                                "directory")
         log.info("pinned %s %s as a directory (%d bytes, %s)", link.cid, path, size, profile.name)
