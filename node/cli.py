@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tomllib
@@ -22,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from node import __version__, config, importer, unixfs
+from node import __version__, config, importer, logs, unixfs
 from node import cid as cids
 from node.errors import InputError, NodeError, PathError
 from node.node import Node
@@ -351,6 +350,51 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# --- daemon and tokens -----------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    import asyncio
+
+    from node.web.server import serve
+
+    settings = dict(args.config.values)
+    if args.listen:
+        config.parse_listen(args.listen)
+        settings["serve.listen"] = args.listen
+
+    def announce(url: str) -> None:
+        out.result({"url": url, "home": str(args.home)}, f"artkeep serving {url} (home {args.home})")
+
+    with _open_node(args) as node:
+        asyncio.run(serve(node, config.Config(settings), announce))
+    return EXIT_OK
+
+
+def cmd_token(args: argparse.Namespace, out: Output) -> int:
+    with _open_node(args) as node:
+        if args.action == "create":
+            token, secret = node.create_token(args.name)
+            out.result({"id": token.id, "name": token.name, "token": secret},
+                       secret if not sys.stdout.isatty() else
+                       f"{secret}\n(token {token.id} \"{token.name}\": shown only now; send it as "
+                       "'Authorization: Bearer TOKEN')")
+        elif args.action == "list":
+            for token in node.tokens():
+                out.result({"id": token.id, "name": token.name, "created": token.created},
+                           f"{token.id}  {_when(token.created)}  {token.name}")
+        else:
+            for token_id in args.ids:
+                node.revoke_token(token_id)
+                out.result({"id": token_id, "revoked": True}, f"revoked {token_id}")
+    return EXIT_OK
+
+
+def _when(unix_time: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix_time))
+
+
 # --- parser -----------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -408,6 +452,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--yes", action="store_true", help="remove without asking")
     command("fsck", cmd_fsck, "Re-hash every block and check every pin is complete; exit 3 on damage.")
     command("status", cmd_status, "Show the home folder, pins, blocks and disk use.")
+    sub = command("serve", cmd_serve, "Run the daemon: trustless gateway, Pinning Service API and Kubo "
+                  "RPC subset over HTTP, until SIGTERM or Ctrl-C.")
+    sub.add_argument("--listen", metavar="HOST:PORT",
+                     help="address to listen on (default: serve.listen, 127.0.0.1:8737; port 0 picks one)")
+    sub = command("token", cmd_token, "Manage API tokens for the daemon's write and admin endpoints.",
+                  json_flag=False)
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("create", "create a token and print its secret (shown only once)"),
+                         ("list", "list tokens (ids and labels; secrets are never stored)"),
+                         ("revoke", "revoke tokens by id")):
+        parser_of_action = actions.add_parser(action, help=text, description=text)
+        parser_of_action.add_argument("--json", action="store_true",
+                                      help="one JSON object per line on stdout")
+        if action == "create":
+            parser_of_action.add_argument("--name", default="token", help="a label to recognize it by")
+        if action == "revoke":
+            parser_of_action.add_argument("ids", nargs="+", metavar="ID")
     return parser
 
 
@@ -421,11 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.home = (args.home or config.default_home(os.environ)).expanduser()
         args.config = _load_config(args)
-        level = str(args.config["log.level"]).upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise InputError(f"config: log.level must be debug, info, warning or error, not {level!r}")
-        logging.basicConfig(level=level, stream=sys.stderr,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logs.setup(str(args.config["log.level"]), str(args.config["log.format"]))
         return int(args.handler(args, out))
     except NodeError as exc:
         if out.as_json:

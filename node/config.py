@@ -41,7 +41,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("import", "include_hidden", False,
             "Include names starting with '.' when a folder is added as one directory (--dir)."),
     Setting("log", "level", "warning", "Log level: debug, info, warning or error."),
+    Setting("log", "format", "text",
+            "Log format: text (one line per event) or json (one JSON object per line, for log collectors)."),
+    Setting("serve", "listen", "127.0.0.1:8737",
+            "HOST:PORT the daemon listens on (also ARTKEEP_LISTEN). Keep 127.0.0.1 unless a reverse "
+            "proxy or firewall guards it."),
+    Setting("serve", "private_reads", False,
+            "Require an API token for read endpoints too (gateway, pin lists); writes always need one."),
+    Setting("serve", "max_request_bytes", 1024 * 1024,
+            "Largest request body accepted by JSON endpoints, in bytes."),
+    Setting("serve", "max_upload_bytes", 8 * 1024 ** 3,
+            "Largest CAR or block upload accepted, in bytes."),
+    Setting("serve", "upload_timeout", 60,
+            "Seconds an upload may stall (no bytes arriving) before it is dropped and nothing is kept."),
+    Setting("serve", "max_concurrent_requests", 64,
+            "Requests handled at once; more get 429 Too Many Requests with Retry-After."),
+    Setting("serve", "shutdown_timeout", 30,
+            "Seconds SIGTERM waits for in-flight requests (uploads, pins) to finish."),
+    Setting("fetch", "allow_networks", "public",
+            "Networks the node may fetch from (pin origins, remotes, peers): comma-separated CIDRs, "
+            "and 'public' for every public unicast address. Private and loopback ranges are refused "
+            "unless listed, so a request cannot turn the node against the home network."),
+    Setting("fetch", "timeout", 60, "Seconds a fetch from an origin, remote or peer may stall."),
 )
+# Short environment names users expect, besides ARTKEEP_<SECTION>_<NAME>.
+ENV_ALIASES = {"ARTKEEP_LISTEN": "serve.listen"}
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 
@@ -71,11 +95,30 @@ def build(file_values: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             if key not in _BY_KEY:
                 raise InputError(f"config: unknown setting {key}")
             values[key] = _coerce(_BY_KEY[key], value)
+    for alias, key in ENV_ALIASES.items():
+        if alias in environ:
+            values[key] = _coerce(_BY_KEY[key], environ[alias])
     for setting in SETTINGS:
         if setting.env in environ:
             values[setting.key] = _coerce(setting, environ[setting.env])
     get_profile(str(values["import.profile"]))
+    for key, allowed in _CHOICES.items():
+        if str(values[key]).lower() not in allowed:
+            raise InputError(f"config: {key} must be one of {', '.join(allowed)}, not {values[key]!r}")
+    parse_listen(str(values["serve.listen"]))
     return Config(values)
+
+
+_CHOICES = {"log.level": ("debug", "info", "warning", "error"), "log.format": ("text", "json")}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'HOST:PORT' (IPv6 as '[::1]:PORT') → (host, port)."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InputError(f"listen address must be HOST:PORT, not {value!r}")
+    return host, int(port)
 
 
 def _coerce(setting: Setting, value: Any) -> str | bool | int:

@@ -13,8 +13,12 @@ answers with. Only the edges (cli.main, the web middleware) catch them.
     │   │   ├── DagPbError
     │   │   ├── DagCborError
     │   │   ├── UnixFsError
-    │   │   └── CarError
-    │   └── BlockTooLarge
+    │   │   ├── CarError
+    │   │   └── MetadataJsonError  JSON inside image metadata that a strict reader refuses
+    │   ├── BlockTooLarge
+    │   ├── TooLarge            a request body or upload over its limit (HTTP 413)
+    │   └── UploadStalled       an upload that stopped sending (HTTP 408)
+    ├── Unauthorized            a missing or unknown API token (exit 2, HTTP 401)
     ├── IntegrityError          bytes that do not match their CID (exit 3, HTTP 502)
     │   └── BlockMismatch
     ├── NotFound                (exit 4, HTTP 404)
@@ -76,8 +80,31 @@ class CarError(CodecError):
     """Invalid CAR file."""
 
 
+class MetadataJsonError(CodecError):
+    """JSON in image metadata is not valid strict JSON."""
+
+
 class BlockTooLarge(InputError):
     """Block exceeds the size limit."""
+
+
+class TooLarge(InputError):
+    """The request is larger than the limit."""
+
+    http_status = 413
+
+
+class UploadStalled(InputError):
+    """The upload stopped sending data."""
+
+    http_status = 408
+
+
+class Unauthorized(NodeError):
+    """A valid API token is required (create one with `artkeep token create`)."""
+
+    exit_code = 2
+    http_status = 401
 
 
 class IntegrityError(NodeError):

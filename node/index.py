@@ -9,12 +9,16 @@ that ordering is the caller's, in node.node.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from node.errors import StoreError
 
@@ -31,6 +35,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         created  REAL NOT NULL       -- unix time of the first pin
     )""",
      "CREATE INDEX pins_created ON pins (created)"),
+    ("""
+    CREATE TABLE tokens (
+        id       TEXT PRIMARY KEY,   -- short public name of the token, shown by `token list`
+        name     TEXT NOT NULL,      -- what the user called it
+        secret_sha256 BLOB NOT NULL UNIQUE,  -- sha256 of the secret; the secret itself is never stored
+        created  REAL NOT NULL
+    )""",),
 )
 
 
@@ -45,9 +56,24 @@ class Pin:
     created: float
 
 
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: str
+    name: str
+    created: float
+
+
 class Index:
+    """One connection shared by threads; a lock keeps each statement or transaction whole.
+
+    The daemon calls it from worker threads (never from the event loop); other
+    processes (the CLI) open their own Index on the same file, and SQLite's
+    WAL and `BEGIN IMMEDIATE` keep them consistent.
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._mutex = threading.RLock()
         try:
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -58,17 +84,23 @@ class Index:
             raise StoreError(f"cannot open the index {path}: {exc}") from None
 
     def close(self) -> None:
-        self._db.close()
+        with self._mutex:
+            self._db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            return self._db.execute(sql, params).fetchall()
 
     def _migrate(self) -> None:
         with self._write() as db:
@@ -108,9 +140,38 @@ class Index:
             return db.execute("DELETE FROM pins WHERE cid = ?", (cid,)).rowcount == 1
 
     def get_pin(self, cid: str) -> Pin | None:
-        row = self._db.execute("SELECT * FROM pins WHERE cid = ?", (cid,)).fetchone()
-        return Pin(*row) if row else None
+        rows = self._read("SELECT * FROM pins WHERE cid = ?", (cid,))
+        return Pin(*rows[0]) if rows else None
 
     def pins(self) -> list[Pin]:
-        rows = self._db.execute("SELECT * FROM pins ORDER BY created, cid").fetchall()
-        return [Pin(*row) for row in rows]
+        return [Pin(*row) for row in self._read("SELECT * FROM pins ORDER BY created, cid")]
+
+    def count_pins(self) -> int:
+        return int(self._read("SELECT count(*) FROM pins")[0][0])
+
+    # --- API tokens: only a hash of each secret is kept
+
+    def add_token(self, name: str) -> tuple[Token, str]:
+        """Create a token; return it and its secret (shown once, never stored)."""
+        token_id = secrets.token_hex(4)
+        secret = f"artkeep_{token_id}_{secrets.token_urlsafe(32)}"
+        now = time.time()
+        with self._write() as db:
+            db.execute("INSERT INTO tokens (id, name, secret_sha256, created) VALUES (?, ?, ?, ?)",
+                       (token_id, name, _sha256(secret), now))
+        return Token(token_id, name, now), secret
+
+    def tokens(self) -> list[Token]:
+        return [Token(*row) for row in self._read("SELECT id, name, created FROM tokens ORDER BY created")]
+
+    def remove_token(self, token_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount == 1
+
+    def token_for(self, secret: str) -> Token | None:
+        rows = self._read("SELECT id, name, created FROM tokens WHERE secret_sha256 = ?", (_sha256(secret),))
+        return Token(*rows[0]) if rows else None
+
+
+def _sha256(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()

@@ -20,10 +20,10 @@ from typing import BinaryIO
 
 from node import car, dag, hamt, importer, unixfs
 from node import cid as cids
-from node.blockstore import Blockstore, BlockWriter, Bytes
+from node.blockstore import Blockstore, BlockWriter, Bytes, Usage
 from node.cid import Cid
 from node.errors import BlockMismatch, BlockNotFound, NodeError, NotFound, PinNotFound, UnixFsError
-from node.index import Index, Pin
+from node.index import Index, Pin, Token
 from node.profiles import Profile
 from node.unixfs import BlockSink, DagLink, NodeType
 
@@ -195,6 +195,13 @@ class Node:
     def pins(self) -> list[Pin]:
         return self.index.pins()
 
+    def count_pins(self) -> int:
+        return self.index.count_pins()
+
+    def usage(self) -> Usage:
+        """Blocks and bytes in the store (walks every folder: seconds for millions of blocks)."""
+        return self.store.usage()
+
     def resolve(self, path: str) -> Cid:
         """CID[/name/...] → the CID at that path, through basic and HAMT directories."""
         root, _, rest = path.strip().removeprefix("/ipfs/").partition("/")
@@ -263,6 +270,25 @@ class Node:
             self.store.sync()
             self.store.remove_temp_files()
         return doomed
+
+    # --- API tokens
+
+    def create_token(self, name: str) -> tuple[Token, str]:
+        """A new API token and its secret, which is shown only now."""
+        token, secret = self.index.add_token(name)
+        log.info("created API token %s (%s)", token.id, name)
+        return token, secret
+
+    def tokens(self) -> list[Token]:
+        return self.index.tokens()
+
+    def revoke_token(self, token_id: str) -> None:
+        if not self.index.remove_token(token_id):
+            raise NotFound(f"no API token {token_id!r}")
+        log.info("revoked API token %s", token_id)
+
+    def token_for(self, secret: str) -> Token | None:
+        return self.index.token_for(secret)
 
     # --- checking
 

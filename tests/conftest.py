@@ -104,3 +104,75 @@ class ArtkeepCli:
 def artkeep(tmp_path: Path) -> ArtkeepCli:
     """Runs `artkeep --home tmp_path/home ...` as a real subprocess."""
     return ArtkeepCli(tmp_path / "home")
+
+
+# --- the daemon, in process: a real aiohttp server on 127.0.0.1 ----------------------------------
+
+class Served:
+    """A running artkeep app on a loopback port, with its Node, one API token and a client session."""
+
+    def __init__(self, url: str, node: object, token: str, session: object, app: object) -> None:
+        from aiohttp import ClientSession, web
+
+        from node.node import Node
+
+        assert isinstance(node, Node) and isinstance(session, ClientSession)
+        assert isinstance(app, web.Application)
+        self.url = url
+        self.node = node
+        self.token = token
+        self.session = session
+        self.app = app
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers that authorize a write."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+async def serve_app(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A factory: `served = await serve_app(routes, **settings)` starts the app with config overrides.
+
+    Settings are config keys with '_' for '.', e.g. serve_private_reads=True. Fetches are
+    limited to loopback (fetch.allow_networks = 127.0.0.0/8) unless a test says otherwise.
+    """
+    from aiohttp import ClientSession, web
+
+    from node import config
+    from node.node import Node
+    from node.web.app import build_app
+    from node.web.context import ServeOptions
+
+    started: list[tuple[web.AppRunner, ClientSession, Node]] = []
+
+    async def start(routes: tuple[web.RouteDef, ...] = (), **overrides: object) -> Served:
+        values = dict(config.build({}, {}).values)
+        values["fetch.allow_networks"] = "127.0.0.0/8"
+        for name, value in overrides.items():
+            section, _, key = name.partition("_")
+            values[f"{section}.{key}"] = value  # type: ignore[assignment]
+        node = Node(tmp_path / f"home{len(started)}")
+        app = build_app(node, ServeOptions.from_config(config.Config(values)))
+        app.router.add_routes(routes)  # test-only routes, e.g. one that holds a request open
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        session = ClientSession()
+        started.append((runner, session, node))
+        _, secret = node.create_token("tests")
+        return Served(f"http://127.0.0.1:{port}", node, secret, session, app)
+
+    yield start
+    for runner, session, node in reversed(started):
+        await session.close()
+        await runner.cleanup()
+        node.close()
+
+
+@pytest.fixture
+async def served(serve_app):  # type: ignore[no-untyped-def]
+    """The app with default settings (fetches limited to loopback)."""
+    return await serve_app()

@@ -1,0 +1,149 @@
+"""The root aiohttp application: shared middlewares, /healthz, /metrics, and the API sub-apps.
+
+I/O edge. Middlewares, outermost first: a concurrency limit (429 beyond
+serve.max_concurrent_requests), then request metrics and one structured log
+line per request, then NodeError → a JSON error. Each API sub-app renders
+errors in its own protocol's format before they reach the root.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from node import __version__
+from node.errors import NodeError
+from node.node import Node
+from node.web import gateway, kubo_rpc, psa
+from node.web.context import METRICS, NODE, OPTIONS, ServeOptions, node_of, offload
+from node.web.metrics import Registry
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("artkeep.http")
+UNLIMITED_PATHS = frozenset({"/healthz", "/metrics"})  # always answer, even when busy
+STORE_USAGE_MAX_AGE = 60.0  # seconds a /metrics store walk is reused
+
+
+def build_app(node: Node, options: ServeOptions) -> web.Application:
+    metrics = Registry()
+    app = web.Application(
+        client_max_size=options.max_request_bytes,
+        middlewares=[_limit_concurrency(options.max_concurrent_requests, metrics),
+                     _observe(metrics), _node_errors],
+    )
+    app[NODE] = node
+    app[OPTIONS] = options
+    app[METRICS] = metrics
+    app.router.add_get("/", _index)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics_page(metrics))
+    gateway.setup(app)
+    psa.setup(app)
+    kubo_rpc.setup(app)
+    return app
+
+
+def _limit_concurrency(limit: int, metrics: Registry) -> Middleware:
+    in_flight = metrics.gauge("artkeep_http_requests_in_flight", "Requests being handled now.")
+    refused = metrics.counter("artkeep_http_requests_refused_total",
+                              "Requests refused with 429 because too many were in flight.")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in UNLIMITED_PATHS:
+            return await handler(request)
+        if in_flight.value >= limit:
+            refused.inc()
+            return web.json_response({"error": f"busy: {limit} requests in flight; retry shortly"},
+                                     status=429, headers={"Retry-After": "1"})
+        in_flight.add(1)
+        try:
+            return await handler(request)
+        finally:
+            in_flight.add(-1)
+
+    return middleware
+
+
+def _observe(metrics: Registry) -> Middleware:
+    requests = metrics.counter("artkeep_http_requests_total", "HTTP requests answered, by API and status.")
+    seconds = metrics.histogram("artkeep_http_request_duration_seconds",
+                                "Time to answer an HTTP request, by API.")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            api = _api_of(request.path)
+            requests.inc(api=api, method=request.method, status=str(status))
+            seconds.observe(elapsed, api=api)
+            log.info("%s %s %d %.1f ms", request.method, request.path_qs, status, elapsed * 1000,
+                     extra={"method": request.method, "path": request.path, "status": status,
+                            "ms": round(elapsed * 1000, 2), "remote": request.remote})
+
+    return middleware
+
+
+def _api_of(path: str) -> str:
+    for prefix, api in (("/ipfs/", "gateway"), ("/psa", "psa"), ("/api/v0/", "kubo_rpc")):
+        if path.startswith(prefix):
+            return api
+    return path if path in UNLIMITED_PATHS or path == "/" else "other"
+
+
+@web.middleware
+async def _node_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NodeError as exc:
+        return web.json_response({"error": exc.message}, status=exc.http_status)
+
+
+async def _index(request: web.Request) -> web.Response:
+    return web.json_response({
+        "name": "artkeep", "version": __version__,
+        "apis": {"gateway": "/ipfs/{cid}", "pinning_service": "/psa", "kubo_rpc": "/api/v0",
+                 "health": "/healthz", "metrics": "/metrics"},
+    })
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    pins = await offload(node_of(request).count_pins)
+    return web.json_response({"status": "ok", "version": __version__, "pins": pins})
+
+
+def _metrics_page(metrics: Registry) -> Handler:
+    pins = metrics.gauge("artkeep_pins", "Pins in the index.")
+    blocks = metrics.gauge("artkeep_store_blocks",
+                           "Blocks in the local store (refreshed at most every minute).")
+    stored = metrics.gauge("artkeep_store_bytes", "Bytes of blocks in the local store (refreshed at most "
+                                                  "every minute).")
+    last_walk = [-STORE_USAGE_MAX_AGE]
+
+    def refresh(node: Node) -> None:
+        pins.set(node.count_pins())
+        if time.monotonic() - last_walk[0] >= STORE_USAGE_MAX_AGE:
+            usage = node.usage()
+            blocks.set(usage.blocks)
+            stored.set(usage.bytes)
+            last_walk[0] = time.monotonic()
+
+    async def handler(request: web.Request) -> web.Response:
+        await offload(refresh, node_of(request))
+        return web.Response(body=metrics.render().encode(), headers={
+            "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "X-Content-Type-Options": "nosniff"})
+
+    return handler
