@@ -176,6 +176,32 @@ class Node:
                 log.info("pinned %s from CAR %s (%d blocks)", root, name, count)
         return CarImport(list(reader.roots), count, new, pinned, incomplete)
 
+    def put_block(self, cid: Cid, data: bytes) -> bool:
+        """Store one block after checking it hashes to cid (and decodes, if it has links); True if new."""
+        if not cids.matches(cid, data):
+            raise BlockMismatch(f"block does not match {cid}")
+        dag.links_of(cid, data)  # refuse what could not be walked later
+        with self._lock(exclusive=False):
+            new = self.store.put(cid, [data], hashed=True)
+            self.store.sync()
+        return new
+
+    def pin_root(self, root: Cid, name: str, kind: str = "dag") -> Pin:
+        """Pin a DAG already in the store; BlockNotFound unless every block is present.
+
+        Pinning something pinned already keeps the first record and returns it.
+        """
+        with self._lock(exclusive=False):
+            absent = next(dag.missing(root, self.store.get, self.store.has), None)
+            if absent is not None:
+                raise BlockNotFound(f"cannot pin {root}: block {absent} is not in the store")
+            size, dag_size = self._sizes(root)
+            self.index.add_pin(str(root), name, None, size, dag_size, kind)
+            pin = self.index.get_pin(str(root))
+        assert pin is not None
+        log.info("pinned %s (%s)", root, name)
+        return pin
+
     def _sizes(self, root: Cid) -> tuple[int, int]:
         """(content bytes, DAG bytes) of a complete DAG already in the store."""
         dag_size = sum(self.store.size(cid) for cid, _ in dag.walk(root, self._get_for_walk))
@@ -191,6 +217,19 @@ class Node:
         return b"" if cid.codec == cids.RAW and self.store.has(cid) else self.store.get(cid)
 
     # --- reading
+
+    def get_block(self, cid: Cid) -> bytes:
+        """A block's bytes, re-hashed against its CID (BlockNotFound, BlockMismatch)."""
+        return self.store.get(cid)
+
+    def has_block(self, cid: Cid) -> bool:
+        return self.store.has(cid)
+
+    def block_size(self, cid: Cid) -> int:
+        return self.store.size(cid)
+
+    def get_pin(self, cid: Cid) -> Pin | None:
+        return self.index.get_pin(str(cid))
 
     def pins(self) -> list[Pin]:
         return self.index.pins()
