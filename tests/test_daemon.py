@@ -161,3 +161,20 @@ async def test_busy_server_answers_429(serve_app) -> None:  # type: ignore[no-un
     release.set()
     async with await first as response:
         assert response.status == 200
+
+
+def test_the_systemd_unit_is_valid(tmp_path: Path) -> None:
+    import shutil
+    import sys
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = (Path(__file__).resolve().parents[1] / "scripts" / "artkeep.service").read_text()
+    artkeep_script = Path(sys.executable).with_name("artkeep")
+    local = tmp_path / "artkeep.service"
+    local.write_text(unit.replace("/opt/artkeep/.venv/bin/artkeep", str(artkeep_script)))
+    checked = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True,
+                             check=False)
+    problems = [line for line in (checked.stdout + checked.stderr).splitlines()
+                if "artkeep.service" in line and "User=" not in line and "Documentation" not in line]
+    assert not problems, problems
