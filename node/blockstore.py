@@ -75,6 +75,8 @@ class Blockstore:
         return data
 
     def size(self, cid: Cid) -> int:
+        if cid.hash_code == cids.IDENTITY:
+            return len(cid.digest)
         try:
             return self.path_of(cid).stat().st_size
         except FileNotFoundError:

@@ -43,10 +43,11 @@ def encode_header(roots: Sequence[Cid]) -> bytes:
 
 def encode_section(cid: Cid, block: bytes) -> bytes:
     """One CARv1 section: varint(len(CID) + len(block)), binary CID, block."""
-    return _section_head(cid, len(block)) + block
+    return section_head(cid, len(block)) + block
 
 
-def _section_head(cid: Cid, block_size: int) -> bytes:
+def section_head(cid: Cid, block_size: int) -> bytes:
+    """What comes before a block in its section: the length varint and the binary CID."""
     raw = bytes(cid)
     return varint.encode(len(raw) + block_size) + raw
 
@@ -67,7 +68,7 @@ class CarWriter:
         if cid in self._written:
             return False
         self._written.add(cid)
-        self._write(_section_head(cid, len(block)))
+        self._write(section_head(cid, len(block)))
         self._write(block)  # on its own, so a large block is never copied
         return True
 

@@ -63,7 +63,7 @@ class Cid:
 
     def __str__(self) -> str:
         if self.version == 0:
-            return _base58btc(self.multihash)
+            return base58btc(self.multihash)
         return "b" + base64.b32encode(bytes(self)).decode("ascii").lower().rstrip("=")
 
     def __repr__(self) -> str:
@@ -169,7 +169,7 @@ def verify(cid: Cid, block: bytes | memoryview) -> None:
         raise BlockMismatch(f"block does not match {cid}")
 
 
-def _base58btc(raw: bytes) -> str:
+def base58btc(raw: bytes) -> str:
     n = int.from_bytes(raw, "big")
     out = bytearray()
     while n:

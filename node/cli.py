@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from node import __version__, config, importer, logs, unixfs
+from node import __version__, config, importer, logs, rescue, sources, unixfs
 from node import cid as cids
 from node.errors import InputError, NodeError, PathError
 from node.node import Node
@@ -179,7 +179,55 @@ def _tree_bytes(path: Path) -> int:
 
 
 def cmd_pin(args: argparse.Namespace, out: Output) -> int:
-    return _add_paths(args, out, store=True)
+    if args.dir or args.wrap or args.plain:
+        return _add_paths(args, out, store=True)
+    profile = get_profile(args.profile or args.config.profile)
+    with _open_node(args) as node:
+        return _rescue(node, out, list(sources.walk(args.paths, archives=False)), profile, None, "pin",
+                       outcomes=False)
+
+
+def _rescue(node: Node, out: Output, items: list[sources.Item], profile: Profile, source: str | None,
+            what: str, *, outcomes: bool = True) -> int:
+    """Run a rescue and print one line per file, then a summary; exit 1 if any file failed.
+
+    outcomes=False keeps `pin --json` lines to {"path", "cid", "size"} (+ "work", "sidecar_of").
+    """
+    counts = {"new": 0, "duplicate": 0, "sidecar": 0, "failed": 0}
+    done_bytes = 0
+    total = sum(item.size + sum(side.size for side in item.sidecars.values())
+                for item in items if isinstance(item, sources.SourceFile))
+    with out.progress(total, what) as advance:
+        for result in node.rescue(items, profile, source=source, progress=advance):
+            counts[result.outcome] += 1
+            record: dict[str, Any] = {"path": result.display}
+            if result.error is not None:
+                record |= {"outcome": "failed"} if outcomes else {}
+                record["error"] = result.error
+                out.result(record, f"error: {result.error}")
+                continue
+            done_bytes += result.size
+            record |= {"cid": str(result.cid), "size": result.size}
+            if outcomes:
+                record["outcome"] = result.outcome
+            if result.work is not None:
+                record["work"] = str(result.work)
+            if result.duplicate_of is not None and outcomes:
+                record["duplicate_of"] = str(result.duplicate_of)
+            if result.sidecar_of is not None:
+                record["sidecar_of"] = result.sidecar_of
+            note = {"new": "", "duplicate": f"  (duplicate of {result.duplicate_of})",
+                    "sidecar": f"  (sidecar of {result.sidecar_of})"}[result.outcome]
+            work = f"  work {result.work}" if result.work is not None and result.outcome != "sidecar" else ""
+            out.result(record, f"{result.cid}  {_human_size(result.size):>10}  {result.display}{work}{note}")
+    if not out.as_json:
+        parts = [f"{counts['new']} new", f"{counts['duplicate']} duplicate"]
+        if counts["sidecar"]:
+            parts.append(f"{counts['sidecar']} sidecar")
+        if counts["failed"]:
+            parts.append(f"{counts['failed']} failed")
+        out.note(f"{what}: {', '.join(parts)} ({_human_size(done_bytes)}, profile {profile.name})")
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
 def cmd_cid(args: argparse.Namespace, out: Output) -> int:
@@ -232,8 +280,13 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
     status = EXIT_OK
+    cars = [path for path in args.paths if str(path) == "-" or path.suffix.lower() == ".car"]
+    rest = [path for path in args.paths if path not in cars]
     with _open_node(args) as node:
-        for path in args.cars:
+        if rest:
+            profile = get_profile(args.profile or args.config.profile)
+            status = _rescue(node, out, list(sources.walk(rest)), profile, args.source, "import")
+        for path in cars:
             try:
                 handle = sys.stdin.buffer if str(path) == "-" else open(path, "rb")  # noqa: SIM115
             except OSError as exc:
@@ -350,6 +403,95 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# --- works -------------------------------------------------------------------
+
+def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
+    from node.metadata import extract
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            data = _read_file(path, rescue.MAX_IMAGE_BYTES)
+            sidecars = {suffix: _read_file(path.with_suffix(suffix), sources.MAX_SIDECAR_BYTES)
+                        for suffix in sources.SIDECAR_SUFFIXES
+                        if path.with_suffix(suffix).is_file() and path.with_suffix(suffix) != path}
+            extraction = extract(data, sidecars=sidecars)
+        except NodeError as exc:
+            out.result({"path": str(path), "error": exc.message}, f"error: {path}: {exc.message}")
+            status = max(status, exc.exit_code)
+            continue
+        result = extraction.to_json()
+        if len(args.files) > 1 or not out.as_json:
+            result = {"path": str(path), **result}
+        out.result(result, _params_text(str(path), result["generator"], result["params"]))
+    return status
+
+
+def _read_file(path: Path, limit: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise PathError(f"{path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise InputError(f"{path}: larger than {limit} bytes")
+    return data
+
+
+def _params_text(title: str, generator: Any, params: Any) -> str:
+    lines = [title, f"  generator  {generator.get('family')} ({generator.get('tool') or 'unknown tool'})"]
+    for key in ("prompt", "negative_prompt", "seed", "steps", "sampler", "scheduler", "cfg_scale", "width",
+                "height", "model", "model_hash"):
+        if params.get(key) not in (None, ""):
+            lines.append(f"  {key:<16} {params[key]}")
+    for lora in params.get("loras") or []:
+        lines.append(f"  lora             {lora.get('name')} ({lora.get('weight')})")
+    return "\n".join(lines)
+
+
+def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    from node import restore, work
+
+    with _open_node(args) as node:
+        cid = cids.parse(args.work)
+        record = node.work(cid)
+        params = restore.plain_params(record.get("params") or {})  # type: ignore[arg-type]
+        image = str(work.image_cid(record))
+        result = {"work": str(cid), "image": image, "generator": record.get("generator"),
+                  "params": params, "provenance": record.get("provenance")}
+        text = _params_text(f"work {cid}\n  image      {image}", record.get("generator") or {}, params)
+        out.result(json.loads(json.dumps(result, default=str)), text)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from node import signing
+
+    status = EXIT_OK
+    with _open_node(args) as node:
+        for text in args.works:
+            try:
+                check = node.verify_work(cids.parse(text))
+            except NodeError as exc:
+                out.result({"work": text, "ok": False, "error": exc.message}, f"error: {text}: {exc.message}")
+                status = max(status, exc.exit_code)
+                continue
+            signer = signing.peer_id(check.signer)
+            out.result({"work": str(check.cid), "ok": True, "signer": signer, "ours": check.ours,
+                        "blocks": check.blocks},
+                       f"{check.cid}  ok: signature by {signer}{' (this node)' if check.ours else ''}, "
+                       f"{check.blocks} blocks verified")
+    return status
+
+
+def cmd_restore(args: argparse.Namespace, out: Output) -> int:
+    with _open_node(args) as node:
+        written = node.restore(cids.parse(args.work), args.output, overwrite=args.force)
+    for path in written:
+        out.result({"path": str(path), "size": path.stat().st_size}, str(path))
+    return EXIT_OK
+
+
 # --- daemon and tokens -----------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
@@ -433,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="wrap each file in a directory under its name (Kubo's `add -w`)")
         sub.add_argument("--hidden", action="store_true",
                          help="with --dir, include names starting with '.' (left out by default, like Kubo)")
+        if name == "pin":
+            sub.add_argument("--plain", action="store_true",
+                             help="store images as plain files too, without work records")
 
     command("ls", cmd_ls, "List pins: CID, size, kind and name.")
     sub = command("cat", cmd_cat, "Write a pinned file's bytes to stdout, every block verified.",
@@ -442,9 +587,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("cid", metavar="CID")
     sub.add_argument("-o", "--output", required=True, metavar="FILE.car", help="output file, or - for stdout")
     sub = command("import", cmd_import,
-                  "Import CAR files (v1 or v2). Every block is verified; a CAR with a bad block is "
-                  "refused whole. Complete roots are pinned.")
-    sub.add_argument("cars", nargs="+", type=Path, metavar="FILE.car", help="CAR files, or - for stdin")
+                  "Rescue whole archives: folders and zip files (images become signed works with their "
+                  "metadata; a rerun skips what is done), and CAR files (every block verified; a CAR "
+                  "with a bad block is refused whole; complete roots are pinned).")
+    sub.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                     help="folders, .zip archives, or .car files (- reads a CAR from stdin)")
+    sub.add_argument("--source", metavar="NAME",
+                     help="where the files came from (a platform, say), kept in each work's provenance; "
+                          "default: the folder or archive path")
+    sub.add_argument("--profile", choices=sorted(PROFILES), help="CID profile for new files")
     sub = command("unpin", cmd_unpin, "Remove pins (their blocks stay until gc).")
     sub.add_argument("cids", nargs="+", metavar="CID")
     sub = command("gc", cmd_gc, "Remove blocks that no pin reaches; lists them first.")
@@ -452,6 +603,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--yes", action="store_true", help="remove without asking")
     command("fsck", cmd_fsck, "Re-hash every block and check every pin is complete; exit 3 on damage.")
     command("status", cmd_status, "Show the home folder, pins, blocks and disk use.")
+    sub = command("inspect", cmd_inspect, "Read an image's generation metadata without storing anything.")
+    sub.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                     help="PNG, JPEG or WebP files (sidecars with the same stem are read too)")
+    sub = command("show", cmd_show, "Show a work's generation parameters and provenance.")
+    sub.add_argument("work", metavar="WORK", help="the work's CID")
+    sub = command("verify", cmd_verify, "Check works' signatures and that every block they link is intact; "
+                  "exit 3 on damage, 4 if a block is missing.")
+    sub.add_argument("works", nargs="+", metavar="WORK")
+    sub = command("restore", cmd_restore, "Write a work back out: the original image byte for byte, "
+                  "params.json, the workflow JSON, an A1111-style parameters.txt and its sidecars.")
+    sub.add_argument("work", metavar="WORK")
+    sub.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="folder to write into")
+    sub.add_argument("--force", action="store_true", help="overwrite files that exist in DIR")
     sub = command("serve", cmd_serve, "Run the daemon: trustless gateway, Pinning Service API and Kubo "
                   "RPC subset over HTTP, until SIGTERM or Ctrl-C.")
     sub.add_argument("--listen", metavar="HOST:PORT",

@@ -14,16 +14,23 @@ answers with. Only the edges (cli.main, the web middleware) catch them.
     │   │   ├── DagCborError
     │   │   ├── UnixFsError
     │   │   ├── CarError
-    │   │   └── MetadataJsonError  JSON inside image metadata that a strict reader refuses
+    │   │   ├── MetadataJsonError  JSON inside image metadata that a strict reader refuses
+    │   │   └── ImageUnreadable    a file that is no image we read metadata from (empty, unknown format)
     │   ├── BlockTooLarge
     │   ├── TooLarge            a request body or upload over its limit (HTTP 413)
-    │   └── UploadStalled       an upload that stopped sending (HTTP 408)
+    │   ├── UploadStalled       an upload that stopped sending (HTTP 408)
+    │   └── NotAcceptable       a response format or variant we cannot produce (HTTP 406)
     ├── Unauthorized            a missing or unknown API token (exit 2, HTTP 401)
     ├── IntegrityError          bytes that do not match their CID (exit 3, HTTP 502)
-    │   └── BlockMismatch
+    │   ├── BlockMismatch
+    │   └── SignatureInvalid    a work record whose signature does not verify
+    ├── FetchError              an origin could not deliver a verified DAG (exit 1, HTTP 502)
+    │   ├── InvalidOrigin       an origin that is not an HTTP(S) gateway address
+    │   └── OriginRefused       an address outside fetch.allow_networks, refused before any packet
     ├── NotFound                (exit 4, HTTP 404)
     │   ├── BlockNotFound
-    │   └── PinNotFound
+    │   ├── PinNotFound
+    │   └── NotCached           `Cache-Control: only-if-cached` and the block is not here (HTTP 412)
     ├── PathError               a local file or folder cannot be read (exit 1)
     └── StoreError              the local store cannot do what was asked (exit 1)
 """
@@ -84,6 +91,10 @@ class MetadataJsonError(CodecError):
     """JSON in image metadata is not valid strict JSON."""
 
 
+class ImageUnreadable(CodecError):
+    """The file is not a PNG, JPEG or WebP image whose metadata can be read."""
+
+
 class BlockTooLarge(InputError):
     """Block exceeds the size limit."""
 
@@ -98,6 +109,12 @@ class UploadStalled(InputError):
     """The upload stopped sending data."""
 
     http_status = 408
+
+
+class NotAcceptable(InputError):
+    """The requested response format is not one this node can produce."""
+
+    http_status = 406
 
 
 class Unauthorized(NodeError):
@@ -118,6 +135,28 @@ class BlockMismatch(IntegrityError):
     """Block bytes do not hash to their CID."""
 
 
+class SignatureInvalid(IntegrityError):
+    """The record's signature does not verify."""
+
+
+class FetchError(NodeError):
+    """Could not fetch the data from its origins."""
+
+    http_status = 502
+
+
+class InvalidOrigin(FetchError):
+    """Not an HTTP(S) gateway address (a multiaddr ending in /http or /https, or an http(s) URL)."""
+
+    http_status = 400
+
+
+class OriginRefused(FetchError):
+    """The address is outside fetch.allow_networks; nothing was sent to it."""
+
+    http_status = 403
+
+
 class NotFound(NodeError):
     """Not found."""
 
@@ -131,6 +170,12 @@ class BlockNotFound(NotFound):
 
 class PinNotFound(NotFound):
     """No such pin."""
+
+
+class NotCached(NotFound):
+    """Not held here, and the request asked for cached data only."""
+
+    http_status = 412
 
 
 class PathError(NodeError):

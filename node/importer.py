@@ -60,7 +60,7 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[bytes | bytearray]:
         try:
             with handle:
                 while not stop.is_set():
-                    chunk = _read_full(handle, chunk_size)
+                    chunk = read_full(handle, chunk_size)
                     if chunk is None:
                         break
                     _put(chunk)
@@ -91,7 +91,7 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[bytes | bytearray]:
         thread.join()
 
 
-def _read_full(handle: object, size: int) -> bytearray | None:
+def read_full(handle: object, size: int) -> bytearray | None:
     buf = bytearray(size)
     view = memoryview(buf)
     filled = 0

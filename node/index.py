@@ -10,13 +10,14 @@ that ordering is the caller's, in node.node.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         secret_sha256 BLOB NOT NULL UNIQUE,  -- sha256 of the secret; the secret itself is never stored
         created  REAL NOT NULL
     )""",),
+    ("""
+    CREATE TABLE works (
+        cid       TEXT PRIMARY KEY,  -- the signed work record's CID
+        image_cid TEXT NOT NULL,     -- the image's UnixFS root
+        name      TEXT NOT NULL,     -- original file name
+        source    TEXT NOT NULL,     -- where it came from: a folder, an archive, a platform ('' if unknown)
+        family    TEXT NOT NULL,     -- generator family of the metadata
+        created   REAL NOT NULL
+    )""",
+     "CREATE INDEX works_image ON works (image_cid, source)"),
+    ("""
+    CREATE TABLE pin_requests (
+        requestid TEXT PRIMARY KEY,  -- opaque id handed to the Pinning Service API client
+        cid       TEXT NOT NULL,     -- Pin.cid exactly as the client sent it
+        root      TEXT NOT NULL,     -- the same CID as printed in pins.cid (v0 base58btc or v1 base32)
+        name      TEXT,              -- Pin.name, NULL when not given
+        name_folded TEXT,            -- casefold(name), for iexact and ipartial lookups
+        origins   TEXT NOT NULL,     -- JSON array of the Pin.origins strings
+        meta      TEXT NOT NULL,     -- JSON object of the Pin.meta strings
+        status    TEXT NOT NULL CHECK (status IN ('queued', 'pinning', 'pinned', 'failed')),
+        created_us INTEGER NOT NULL UNIQUE,  -- microseconds since 1970; unique so paging never skips
+        info      TEXT NOT NULL,     -- JSON object of PinStatus.info strings (dag_size, status_details)
+        replaces  TEXT NOT NULL,     -- JSON array of roots whose psa pins to release when this settles
+        updated   REAL NOT NULL
+    )""",
+     "CREATE INDEX pin_requests_root ON pin_requests (root)",
+     "CREATE INDEX pin_requests_status ON pin_requests (status, created_us)"),
 )
 
 
@@ -53,6 +81,16 @@ class Pin:
     size: int
     dag_size: int
     kind: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    cid: str
+    image_cid: str
+    name: str
+    source: str
+    family: str
     created: float
 
 
@@ -149,6 +187,120 @@ class Index:
     def count_pins(self) -> int:
         return int(self._read("SELECT count(*) FROM pins")[0][0])
 
+    # --- works: signed records of images and their generation metadata
+
+    def add_works(self, works: list[tuple[str, str, str, str, str]]) -> None:
+        """Record works (cid, image_cid, name, source, family) in one transaction."""
+        if not works:
+            return
+        now = time.time()
+        with self._write() as db:
+            db.executemany("INSERT OR IGNORE INTO works (cid, image_cid, name, source, family, created)"
+                           " VALUES (?, ?, ?, ?, ?, ?)", [(*work, now) for work in works])
+
+    def works_of_image(self, image_cid: str, source: str | None = None) -> list[Work]:
+        if source is None:
+            rows = self._read("SELECT * FROM works WHERE image_cid = ? ORDER BY created", (image_cid,))
+        else:
+            rows = self._read("SELECT * FROM works WHERE image_cid = ? AND source = ? ORDER BY created",
+                              (image_cid, source))
+        return [Work(*row) for row in rows]
+
+    def get_work(self, cid: str) -> Work | None:
+        rows = self._read("SELECT * FROM works WHERE cid = ?", (cid,))
+        return Work(*rows[0]) if rows else None
+
+    def works(self) -> list[Work]:
+        return [Work(*row) for row in self._read("SELECT * FROM works ORDER BY created, cid")]
+
+    # --- pinning service requests (the /psa API); the pins they complete go into `pins` as kind 'psa'
+
+    def add_pin_request(self, request: PinRequest, replacing: str | None = None) -> PinRequest | None:
+        """Record a new request (its created time moved on until unique); None if `replacing` is unknown.
+
+        With `replacing`, that request is deleted in the same transaction and
+        its root joins the new one's `replaces`: its pin is released only once
+        the new request settles, so blocks both share are never unpinned in between.
+        """
+        with self._write() as db:
+            replaces = list(request.replaces)
+            if replacing is not None:
+                old = _pin_request_rows(db, "requestid = ?", (replacing,))
+                if not old:
+                    return None
+                db.execute("DELETE FROM pin_requests WHERE requestid = ?", (replacing,))
+                replaces += [*old[0].replaces, old[0].root]
+            latest = db.execute("SELECT max(created_us) FROM pin_requests").fetchone()[0]
+            created_us = max(request.created_us, (latest or 0) + 1)
+            stored = replace(request, created_us=created_us, replaces=tuple(dict.fromkeys(replaces)))
+            db.execute(f"INSERT INTO pin_requests ({_PIN_REQUEST_COLUMNS}, name_folded, updated)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (*_pin_request_values(stored), _fold(stored.name), time.time()))
+        return stored
+
+    def get_pin_request(self, requestid: str) -> PinRequest | None:
+        with self._mutex:
+            rows = _pin_request_rows(self._db, "requestid = ?", (requestid,))
+        return rows[0] if rows else None
+
+    def find_pin_requests(self, query: PinRequestQuery) -> tuple[int, list[PinRequest]]:
+        """(how many requests match, the newest `query.limit` of them, newest first)."""
+        where, params = _pin_request_filter(query)
+        with self._mutex:
+            count = self._db.execute(f"SELECT count(*) FROM pin_requests WHERE {where}", params).fetchone()[0]
+            rows = _pin_request_rows(self._db, f"{where} ORDER BY created_us DESC LIMIT ?",
+                                     (*params, query.limit))
+        return int(count), rows
+
+    def unsettled_pin_requests(self) -> list[PinRequest]:
+        """Requests still queued or pinning, oldest first: the work to resume after a restart."""
+        with self._mutex:
+            return _pin_request_rows(self._db, "status IN ('queued', 'pinning') ORDER BY created_us")
+
+    def mark_pin_request(self, requestid: str, status: str) -> bool:
+        """Move a request that is not settled yet to queued or pinning; False if it is gone or settled."""
+        with self._write() as db:
+            return db.execute("UPDATE pin_requests SET status = ?, updated = ? WHERE requestid = ?"
+                              " AND status IN ('queued', 'pinning')",
+                              (status, time.time(), requestid)).rowcount == 1
+
+    def settle_pin_request(self, requestid: str, pin: tuple[str, str, int, int] | None,
+                           details: str | None = None) -> bool:
+        """Pinned (pin = root, name, size, dag_size, recorded with the status) or failed (pin None).
+
+        One transaction: the pin row, the status and the release of replaced
+        roots land together, and nothing happens if the request was deleted
+        meanwhile (False).
+        """
+        with self._write() as db:
+            rows = _pin_request_rows(db, "requestid = ? AND status IN ('queued', 'pinning')", (requestid,))
+            if not rows:
+                return False
+            info = dict(rows[0].info)
+            if pin is not None:
+                root, name, size, dag_size = pin
+                db.execute("INSERT OR IGNORE INTO pins (cid, name, profile, size, dag_size, kind, created)"
+                           " VALUES (?, ?, NULL, ?, ?, 'psa', ?)", (root, name, size, dag_size, time.time()))
+                info.update(dag_size=str(dag_size), raw_size=str(size))
+                info.pop("status_details", None)
+            else:
+                info["status_details"] = details or "failed"
+            db.execute("UPDATE pin_requests SET status = ?, info = ?, replaces = '[]', updated = ?"
+                       " WHERE requestid = ?", ("pinned" if pin else "failed", _json(info), time.time(),
+                                                requestid))
+            _release_psa_pins(db, rows[0].replaces)
+            return True
+
+    def remove_pin_request(self, requestid: str) -> PinRequest | None:
+        """Delete a request and release its psa pin unless another request still wants the root."""
+        with self._write() as db:
+            rows = _pin_request_rows(db, "requestid = ?", (requestid,))
+            if not rows:
+                return None
+            db.execute("DELETE FROM pin_requests WHERE requestid = ?", (requestid,))
+            _release_psa_pins(db, (*rows[0].replaces, rows[0].root))
+            return rows[0]
+
     # --- API tokens: only a hash of each secret is kept
 
     def add_token(self, name: str) -> tuple[Token, str]:
@@ -175,3 +327,96 @@ class Index:
 
 def _sha256(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
+
+
+# --- pinning service requests: rows, filters and the pin release rule
+
+PIN_STATUSES = ("queued", "pinning", "pinned", "failed")
+MATCHES = ("exact", "iexact", "partial", "ipartial")
+_PIN_REQUEST_COLUMNS = "requestid, cid, root, name, origins, meta, status, created_us, info, replaces"
+
+
+@dataclass(frozen=True, slots=True)
+class PinRequest:
+    requestid: str
+    cid: str                    # as the client sent it
+    root: str                   # as pins.cid prints it
+    name: str | None
+    origins: tuple[str, ...]
+    meta: Mapping[str, str]
+    status: str                 # one of PIN_STATUSES
+    created_us: int             # microseconds since 1970, unique
+    info: Mapping[str, str]
+    replaces: tuple[str, ...]   # roots whose psa pins are released when this request settles
+
+
+@dataclass(frozen=True, slots=True)
+class PinRequestQuery:
+    """GET /pins filters; roots None means any CID, an empty tuple means none."""
+
+    roots: tuple[str, ...] | None = None
+    name: str | None = None
+    match: str = "exact"
+    statuses: tuple[str, ...] = ("pinned",)
+    before_us: int | None = None
+    after_us: int | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+    limit: int = 10
+
+
+def _pin_request_filter(query: PinRequestQuery) -> tuple[str, tuple[object, ...]]:
+    clauses = [f"status IN ({', '.join('?' * len(query.statuses))})"]
+    params: list[object] = list(query.statuses)
+    if query.roots is not None:
+        clauses.append(f"root IN ({', '.join('?' * len(query.roots))})")
+        params += query.roots
+    if query.name is not None:
+        folded = query.match.startswith("i")
+        column, value = ("name_folded", _fold(query.name)) if folded else ("name", query.name)
+        clauses.append(f"instr({column}, ?) > 0" if query.match.endswith("partial") else f"{column} = ?")
+        params.append(value)
+    if query.before_us is not None:
+        clauses.append("created_us < ?")
+        params.append(query.before_us)
+    if query.after_us is not None:
+        clauses.append("created_us > ?")
+        params.append(query.after_us)
+    for key, value in query.meta.items():
+        clauses.append("EXISTS (SELECT 1 FROM json_each(pin_requests.meta) WHERE key = ? AND value = ?)")
+        params += (key, value)
+    return " AND ".join(clauses), tuple(params)
+
+
+def _pin_request_rows(db: sqlite3.Connection, where: str,
+                      params: tuple[object, ...] = ()) -> list[PinRequest]:
+    rows = db.execute(f"SELECT {_PIN_REQUEST_COLUMNS} FROM pin_requests WHERE {where}", params).fetchall()
+    return [PinRequest(requestid, cid, root, name, tuple(json.loads(origins)), json.loads(meta), status,
+                       created_us, json.loads(info), tuple(json.loads(replaces)))
+            for requestid, cid, root, name, origins, meta, status, created_us, info, replaces in rows]
+
+
+def _pin_request_values(request: PinRequest) -> tuple[object, ...]:
+    return (request.requestid, request.cid, request.root, request.name, _json(list(request.origins)),
+            _json(dict(request.meta)), request.status, request.created_us, _json(dict(request.info)),
+            _json(list(request.replaces)))
+
+
+def _release_psa_pins(db: sqlite3.Connection, roots: Iterable[str]) -> None:
+    """Unpin roots the pinning service pinned, unless a live request (queued, pinning, pinned) wants them.
+
+    Pins of other kinds (the CLI's files and folders, uploaded CARs) are never
+    touched: deleting a request only takes back what the service itself added.
+    """
+    for root in dict.fromkeys(roots):
+        wanted = db.execute("SELECT 1 FROM pin_requests WHERE root = ? AND status != 'failed' LIMIT 1",
+                            (root,)).fetchone()
+        if wanted is None:
+            db.execute("DELETE FROM pins WHERE cid = ? AND kind = 'psa'", (root,))
+
+
+def _fold(text: str | None) -> str | None:
+    return None if text is None else text.casefold()
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)

@@ -12,25 +12,40 @@ import fcntl
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from node import car, dag, hamt, importer, unixfs
+from node import car, dag, dagcbor, hamt, identity, importer, signing, sources, unixfs
 from node import cid as cids
+from node import restore as restore_plan
+from node import work as work_records
 from node.blockstore import Blockstore, BlockWriter, Bytes, Usage
 from node.cid import Cid
-from node.errors import BlockMismatch, BlockNotFound, NodeError, NotFound, PinNotFound, UnixFsError
-from node.index import Index, Pin, Token
+from node.errors import (
+    BlockMismatch,
+    BlockNotFound,
+    NodeError,
+    NotFound,
+    PathError,
+    PinNotFound,
+    UnixFsError,
+)
+from node.index import Index, Pin, PinRequest, PinRequestQuery, Token, Work
+from node.intake import DagIntake
 from node.profiles import Profile
+from node.rescue import Prepared, prepare
 from node.unixfs import BlockSink, DagLink, NodeType
 
 ProgressCallback = Callable[[int], None]
 MAX_PATH_SEGMENTS = 256
 PIN_BATCH_FILES = 256
 PIN_BATCH_SECONDS = 1.0
+RESCUE_WORKERS = max(2, os.cpu_count() or 2)
 log = logging.getLogger("artkeep.node")
 
 
@@ -44,12 +59,62 @@ class Finding:
 
 
 @dataclass(frozen=True, slots=True)
+class CarsImport:
+    """What Node.import_cars did: the header roots, the blocks read, and why each unpinned root was not."""
+
+    roots: list[Cid]
+    blocks: int
+    block_bytes: int
+    pin_errors: dict[Cid, str]
+
+
+@dataclass(frozen=True, slots=True)
 class CarImport:
     roots: list[Cid]
     blocks: int
     new_blocks: int
     pinned: list[Cid]
     incomplete: dict[Cid, int]  # root -> number of absent blocks found
+
+
+@dataclass(frozen=True, slots=True)
+class Rescued:
+    """What became of one file of a rescue."""
+
+    display: str
+    outcome: str  # new | duplicate | sidecar | failed
+    cid: Cid | None = None  # the file's UnixFS root (the image's, for a work)
+    size: int = 0
+    work: Cid | None = None
+    duplicate_of: Cid | None = None  # the earlier work (or pin) with the same content
+    sidecar_of: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class _RescueBatch:
+    results: list[Rescued] = field(default_factory=list)
+    pins: list[tuple[str, str, str | None, int, int, str]] = field(default_factory=list)
+    works: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    images: dict[tuple[str, str], Cid] = field(default_factory=dict)  # new in this batch: (image, source)
+    pinned: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+    def reset(self) -> None:
+        self.results, self.pins, self.works, self.images, self.pinned = [], [], [], {}, set()
+        self.started = time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkCheck:
+    cid: Cid
+    signer: bytes  # the public key that signed the record
+    ours: bool  # signed by this node's key
+    blocks: int  # blocks checked, every one re-hashed
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class Node:
@@ -59,6 +124,7 @@ class Node:
         self.store = Blockstore(home / "blocks")
         self.index = Index(home / "index.sqlite")
         self._lock_path = home / "gc.lock"
+        self._seed: bytes | None = None
 
     def close(self) -> None:
         self.index.close()
@@ -278,6 +344,86 @@ class Node:
             count += 1
         return count
 
+    # --- gateway read-ahead: what /ipfs (node.web.gateway) needs beyond the methods above
+
+    def advise_blocks(self, wanted: Iterable[Cid]) -> None:
+        """Ask the OS to start reading these blocks from disk now (a hint: absent blocks are skipped).
+
+        A stream reads and hashes blocks one at a time; hinting the next few lets
+        the disk fetch them while the current one is hashed and sent.
+        """
+        for cid in wanted:
+            if cid.hash_code == cids.IDENTITY:
+                continue
+            try:
+                fd = os.open(self.store.path_of(cid), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    # --- Kubo RPC: what /api/v0 (node.web.kubo_rpc) needs beyond the methods above
+
+    def import_cars(self, cars: Iterable[tuple[str, car.BinaryStream]], *,
+                    pin_roots: bool = True) -> CarsImport:
+        """Import several CARs as one, like `ipfs dag import --offline`: all their blocks or none.
+
+        Every block is checked against its CID and must decode; one bad CAR refuses them
+        all. Then each header root (once, in order) is pinned if its whole DAG is here,
+        named after the first CAR that lists it; pin_errors says why the others were not.
+        """
+        staging = self.store.staging()
+        roots: dict[Cid, str] = {}
+        blocks = block_bytes = 0
+        try:
+            for name, stream in cars:
+                reader = car.read_car(stream)
+                for root in reader.roots:
+                    roots.setdefault(root, name)
+                for cid, block in reader:
+                    dag.links_of(cid, block)  # a block we could not walk later is refused now
+                    staging.put(cid, block)
+                    blocks += 1
+                    block_bytes += len(block)
+        except BaseException:
+            staging.abort()
+            raise
+        pin_errors: dict[Cid, str] = {}
+        with self._lock(exclusive=False):
+            staging.commit()
+            for root, name in roots.items() if pin_roots else ():
+                error = self._pin_if_complete(root, name)
+                if error is not None:
+                    pin_errors[root] = error
+        return CarsImport(list(roots), blocks, block_bytes, pin_errors)
+
+    def _pin_if_complete(self, root: Cid, name: str) -> str | None:
+        """Pin root if its whole DAG is here (the caller holds the pin lock); else say why, as Kubo does."""
+        try:
+            absent = next(dag.missing(root, self.store.get, self.store.has), None)
+        except NodeError as exc:  # an older block of ours that rotted on disk
+            return exc.message
+        if absent is not None:
+            return f"block was not found locally (offline): ipld: could not find {absent}"
+        size, dag_size = self._sizes(root)
+        self.index.add_pin(str(root), name, None, size, dag_size, "car")
+        log.info("pinned %s from CAR %s", root, name)
+        return None
+
+    def pinned_blocks(self) -> dict[Cid, Cid]:
+        """Every present block some pin reaches (Kubo's indirect pins, and the roots), each with
+        the first pin root, in pin order, that reaches it."""
+        owners: dict[Cid, Cid] = {}
+        for pin in self.index.pins():
+            root = cids.parse(pin.cid)
+            for cid in dag.reachable([root], self.store.get, self.store.has):
+                owners.setdefault(cid, root)
+        return owners
+
     # --- removing
 
     def unpin(self, cid: Cid) -> Pin:
@@ -309,6 +455,226 @@ class Node:
             self.store.sync()
             self.store.remove_temp_files()
         return doomed
+
+    # --- works: images with their metadata, signed, and bulk rescue
+
+    def key_seed(self) -> bytes:
+        """The node's Ed25519 key seed, created on first use."""
+        if self._seed is None:
+            self._seed = identity.load_or_create(self.home)
+        return self._seed
+
+    def public_key(self) -> bytes:
+        return signing.public_key(self.key_seed())
+
+    def rescue(self, items: Iterable[sources.Item], profile: Profile, *, source: str | None = None,
+               progress: ProgressCallback | None = None,
+               workers: int = RESCUE_WORKERS) -> Iterator[Rescued]:
+        """Store every item: images as signed works, other files as plain pins; yield each outcome.
+
+        Files are read, hashed and extracted on several threads. An image already
+        rescued from the same source (by content, whatever its name) is a
+        duplicate: nothing is written again. Outcomes are yielded in input
+        order once durable, in batches, so a crash or Ctrl-C loses at most a
+        batch, and a rerun finishes the job.
+        """
+        seed, now = self.key_seed(), _now_iso()
+        with (self._lock(exclusive=False), self.store.writer() as writer,
+              ThreadPoolExecutor(workers, thread_name_prefix="rescue") as pool):
+            def sink(cid: Cid, parts: Sequence[Bytes]) -> None:
+                writer.put(cid, parts, hashed=True)
+
+            batch = _RescueBatch()
+            window: deque[Future[Prepared] | sources.SourceProblem] = deque()
+            for item in items:
+                if isinstance(item, sources.SourceProblem):
+                    window.append(item)
+                else:
+                    window.append(pool.submit(prepare, item, profile, seed, now, source or item.source,
+                                              sink, progress))
+                while len(window) > 2 * workers:
+                    yield from self._settle(window.popleft(), profile, source, batch, writer)
+            while window:
+                yield from self._settle(window.popleft(), profile, source, batch, writer)
+            yield from self._record_rescued(batch, writer)
+
+    def _settle(self, pending: Future[Prepared] | sources.SourceProblem, profile: Profile,
+                source: str | None, batch: _RescueBatch, writer: BlockWriter) -> Iterator[Rescued]:
+        if isinstance(pending, sources.SourceProblem):
+            batch.results.append(Rescued(pending.display, "failed", error=pending.error))
+        else:
+            self._judge(pending.result(), profile, source, batch, writer)
+        if len(batch.results) >= PIN_BATCH_FILES or time.monotonic() - batch.started > PIN_BATCH_SECONDS:
+            yield from self._record_rescued(batch, writer)
+
+    def _judge(self, prepared: Prepared, profile: Profile, source: str | None, batch: _RescueBatch,
+               writer: BlockWriter) -> None:
+        """Decide new or duplicate; queue what is new for writing and recording."""
+        item = prepared.item
+        if prepared.error is not None or prepared.link is None:
+            message = prepared.error.message if prepared.error else "not read"
+            batch.results.append(Rescued(item.display, "failed", error=message))
+            return
+        link, made, label = prepared.link, prepared.made, source or item.source
+        if made is None:
+            pinned = self.index.get_pin(str(link.cid)) is not None or str(link.cid) in batch.pinned
+            if not pinned:
+                batch.pins.append((str(link.cid), PurePosixPath(item.name).name, profile.name, link.filesize,
+                                   prepared.dag_size, "file"))
+                batch.pinned.add(str(link.cid))
+            batch.results.append(Rescued(item.display, "duplicate" if pinned else "new", link.cid,
+                                         link.filesize, duplicate_of=link.cid if pinned else None))
+            for alone in prepared.sidecars_alone:
+                self._judge(alone, profile, source, batch, writer)
+            return
+        earlier = self.index.works_of_image(str(link.cid), label)
+        known = cids.parse(earlier[0].cid) if earlier else batch.images.get((str(link.cid), label))
+        if known is None:
+            for cid, parts in prepared.blocks:
+                writer.put(cid, parts, hashed=True)
+            name = PurePosixPath(item.name).name
+            batch.pins.append((str(made.cid), name, profile.name, link.filesize, prepared.dag_size, "work"))
+            batch.works.append((str(made.cid), str(link.cid), item.name, label,
+                                made.extraction.generator.family))
+            batch.images[(str(link.cid), label)] = made.cid
+        work_cid = known or made.cid
+        batch.results.append(Rescued(item.display, "duplicate" if known else "new", link.cid, link.filesize,
+                                     work=work_cid, duplicate_of=known))
+        for suffix, side in item.sidecars.items():
+            side_link = made.sidecars[suffix]
+            batch.results.append(Rescued(side.display, "sidecar", side_link.cid, side_link.filesize,
+                                         work=work_cid, sidecar_of=item.display))
+
+    def _record_rescued(self, batch: _RescueBatch, writer: BlockWriter) -> Iterator[Rescued]:
+        writer.flush()  # every block durable before any pin or work that needs it is recorded
+        self.index.add_pins(batch.pins)
+        self.index.add_works(batch.works)
+        results = batch.results
+        batch.reset()
+        yield from results
+
+    def work(self, cid: Cid) -> dict[str, dagcbor.Value]:
+        """A work record, decoded (its block verified against the CID)."""
+        return work_records.decode(self.store.get(cid))
+
+    def verify_work(self, cid: Cid, progress: ProgressCallback | None = None) -> WorkCheck:
+        """Check the record's signature and that every block it links to is present and intact."""
+        record = self.work(cid)
+        signer = work_records.verify_signature(record)
+        blocks = 0
+        for _ in dag.walk(cid, self.store.get):  # store.get re-hashes every block
+            blocks += 1
+            if progress is not None:
+                progress(1)
+        return WorkCheck(cid, signer, signer == self.public_key(), blocks)
+
+    def works(self) -> list[Work]:
+        return self.index.works()
+
+    def get_work(self, cid: Cid) -> Work | None:
+        return self.index.get_work(str(cid))
+
+    def restore(self, cid: Cid, folder: Path, *, overwrite: bool = False) -> list[Path]:
+        """Write the work's image (byte for byte), params.json, workflow JSON, parameters.txt, sidecars."""
+        record = self.work(cid)
+
+        def read_file(file_cid: Cid) -> bytes:
+            return b"".join(unixfs.read_file(file_cid, self.store.get))
+
+        planned = list(restore_plan.files(record, read_file))  # everything read and verified first
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PathError(f"cannot create {folder}: {exc.strerror}") from None
+        written: list[Path] = []
+        for name, data in planned:
+            target = folder / name
+            if target.exists() and not overwrite:
+                raise PathError(f"{target} exists; choose another folder or pass --force")
+            temp = folder / f".{name}.artkeep-tmp"
+            try:
+                temp.write_bytes(data)
+                os.replace(temp, target)
+            except OSError as exc:
+                temp.unlink(missing_ok=True)
+                raise PathError(f"cannot write {target}: {exc.strerror}") from None
+            written.append(target)
+        return written
+
+    # --- pinning service requests (the /psa API): queued → pinning → pinned | failed
+    # A request is a row in the index; the pin it completes is a `pins` row of kind 'psa',
+    # written in the same transaction as the status, so `artkeep ls` shows it at once.
+
+    def add_pin_request(self, root: Cid, request: PinRequest, replacing: str | None = None) -> PinRequest:
+        """Record a request (replacing another, if given); pin at once if the whole DAG is here already."""
+        stored = self.index.add_pin_request(request, replacing)
+        if stored is None:
+            raise PinNotFound(f"no pin request {replacing!r}")
+        log.info("pin request %s for %s (%s)", stored.requestid, root, stored.name or "no name")
+        intake = self.receive_dag(root)
+        try:
+            if intake.next_wanted() is None:
+                self.finish_pin_request(stored.requestid, intake)
+        except NodeError as exc:  # e.g. a local block rotted: the worker meets it again and fails the request
+            log.warning("pin request %s for %s: cannot pin from the store yet: %s", stored.requestid, root,
+                        exc.message)
+        return self.get_pin_request(stored.requestid)
+
+    def get_pin_request(self, requestid: str) -> PinRequest:
+        request = self.index.get_pin_request(requestid)
+        if request is None:
+            raise PinNotFound(f"no pin request {requestid!r}")
+        return request
+
+    def find_pin_requests(self, query: PinRequestQuery) -> tuple[int, list[PinRequest]]:
+        return self.index.find_pin_requests(query)
+
+    def unsettled_pin_requests(self) -> list[PinRequest]:
+        return self.index.unsettled_pin_requests()
+
+    def start_pin_request(self, requestid: str) -> bool:
+        """Mark a request as being fetched; False if it was deleted or settled meanwhile."""
+        return self.index.mark_pin_request(requestid, "pinning")
+
+    def receive_dag(self, root: Cid) -> DagIntake:
+        """An intake for root's blocks: verified and staged, kept only by finish_pin_request."""
+        return DagIntake(self.store, root)
+
+    def finish_pin_request(self, requestid: str, intake: DagIntake) -> bool:
+        """Keep a complete intake's blocks and mark the request pinned; False (nothing kept) if it is gone.
+
+        Under the shared gc lock, so gc never takes a block between the
+        completeness check and the pin.
+        """
+        request = self.index.get_pin_request(requestid)
+        if request is None:
+            intake.abort()
+            return False
+        root = intake.root
+        with self._lock(exclusive=False):
+            new = intake.commit()
+            absent = next(dag.missing(root, self.store.get, self.store.has), None)
+            if absent is not None:
+                raise BlockNotFound(f"cannot pin {root}: block {absent} is not in the store")
+            size, dag_size = self._sizes(root)
+            pin = (str(root), request.name or str(root), size, dag_size)
+            settled = self.index.settle_pin_request(requestid, pin)
+        log.info("pin request %s pinned %s (%d new blocks)", requestid, root, new)
+        return settled
+
+    def fail_pin_request(self, requestid: str, details: str) -> bool:
+        settled = self.index.settle_pin_request(requestid, None, details)
+        if settled:
+            log.warning("pin request %s failed: %s", requestid, details)
+        return settled
+
+    def remove_pin_request(self, requestid: str) -> PinRequest:
+        """Delete a request; its root stays pinned if a CLI pin or another live request holds it."""
+        request = self.index.remove_pin_request(requestid)
+        if request is None:
+            raise PinNotFound(f"no pin request {requestid!r}")
+        log.info("pin request %s for %s removed", requestid, request.root)
+        return request
 
     # --- API tokens
 

@@ -16,15 +16,19 @@ class RawEntry:
     """One metadata item as stored in the file.
 
     source names the place, so the same key from two places stays apart:
-      png:tEXt png:zTXt png:iTXt png:eXIf png:caBX
+      png:tEXt png:zTXt png:iTXt png:caBX
       jpeg:COM jpeg:APP1/XMP jpeg:APP11/JUMBF
       webp:XMP webp:C2PA
       exif (a tag from any EXIF block: PNG eXIf, JPEG APP1, WebP EXIF)
-      stealth:alpha stealth:rgb (A1111 stealth pnginfo in pixel LSBs)
-      c2pa (the manifest store as JSON text, read offline)
+      png:eXIf jpeg:APP1/Exif webp:EXIF (key "exif": a block without a readable TIFF header, as bytes)
+      stealth:alpha stealth:rgb (A1111 stealth pnginfo in pixel LSBs; key is the signature, e.g.
+        "stealth_pngcomp")
+      c2pa (key "manifest_store": the store as JSON text, read offline; then its summary as text under
+        "manifest_count" "claim_generator" "action" "digital_source_type" "signer_issuer"
+        "validation_state" "signature_valid")
       sidecar (a file next to the image; key is its suffix, e.g. ".txt")
     key is the PNG keyword, the EXIF tag name (e.g. "UserComment"), or a
-    fixed name for single-item sources ("xmp", "jumbf", "comment").
+    fixed name for single-item sources ("xmp", "xmp_extended", "jumbf", "comment").
     value is text when the format defines how to decode it and it decodes;
     otherwise the exact bytes.
     """

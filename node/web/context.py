@@ -53,7 +53,7 @@ class ServeOptions:
 NODE = web.AppKey("node", Node)
 OPTIONS = web.AppKey("options", ServeOptions)
 METRICS = web.AppKey("metrics", Registry)
-TOKEN = "artkeep.token"  # request key: the Token that authorized this request
+TOKEN = web.RequestKey("token", Token)  # the Token that authorized this request
 
 
 def node_of(request: web.Request) -> Node:

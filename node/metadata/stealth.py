@@ -1,0 +1,102 @@
+"""A1111 "stealth pnginfo": metadata hidden in the least significant bits of the pixels.
+
+Pure, but costly: it decodes the pixels with Pillow (about 10–40 ms for a
+1024×1024 PNG), so it runs only when the caller asks (read_container(...,
+stealth=True)) and only on images of at most MAX_STEALTH_PIXELS, checked from
+the header before anything is decoded.
+
+The scheme (extension sd_webui_stealth_pnginfo, also used by NovelAI): pixels
+read column by column (x outer, y inner); either the alpha LSBs (one bit per
+pixel) or the R, G and B LSBs in turn (three bits per pixel); a 15-byte
+signature, a 32-bit big-endian count of payload bits, the payload MSB first,
+gzip-compressed for the *comp signatures.
+
+Entries: ("stealth:alpha" | "stealth:rgb", signature, text) — the payload as
+UTF-8 text, or its exact bytes when it is not UTF-8 (or cannot be inflated).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+from node.metadata.limits import MAX_TEXT_BYTES, Reading, utf8_or_bytes
+
+MAX_STEALTH_PIXELS = 50_000_000  # below Pillow's own 89.5 MP bomb warning; larger images are not decoded
+
+SIGNATURE_BITS = 15 * 8
+HEADER_BITS = SIGNATURE_BITS + 32
+ALPHA_SIGNATURES = (b"stealth_pnginfo", b"stealth_pngcomp")
+RGB_SIGNATURES = (b"stealth_rgbinfo", b"stealth_rgbcomp")
+LSB_TO_ASCII = bytes.maketrans(b"\x00\x01", b"01")
+LSB = [value & 1 for value in range(256)]
+
+# What Pillow raises on damaged or hostile image data.
+PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+                 Image.DecompressionBombError)
+
+
+def read_stealth(data: bytes, width: int | None, height: int | None, reading: Reading) -> None:
+    """Look for a stealth payload in the alpha LSBs, then the RGB LSBs, of this PNG or WebP."""
+    if width is None or height is None:
+        reading.problem("stealth: image size unknown; pixels not decoded")
+        return
+    if width * height > MAX_STEALTH_PIXELS:
+        reading.problem(f"stealth: {width}×{height} is more than {MAX_STEALTH_PIXELS} pixels; not decoded")
+        return
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG", "WEBP"]) as image:
+            if image.width * image.height > MAX_STEALTH_PIXELS:
+                reading.problem(f"stealth: decoder sees {image.width}×{image.height}; not decoded")
+                return
+            image.load()
+            planes = []
+            if "A" in image.getbands() or "transparency" in image.info:
+                planes.append(("stealth:alpha", image.convert("RGBA").getchannel("A"), ALPHA_SIGNATURES))
+            planes.append(("stealth:rgb", image.convert("RGB"), RGB_SIGNATURES))
+            for source, plane, signatures in planes:
+                if read_plane(source, plane, signatures, reading):
+                    return
+    except PILLOW_ERRORS as exc:
+        reading.problem(f"stealth: pixels cannot be decoded ({type(exc).__name__}: {exc})")
+
+
+def read_plane(source: str, plane: Image.Image, signatures: tuple[bytes, ...], reading: Reading) -> bool:
+    """Decode one LSB plane's payload if it starts with one of its signatures; True if it did."""
+    header = lsb_bits(plane, HEADER_BITS)
+    if len(header) < HEADER_BITS:
+        return False
+    signature = bits_to_bytes(header[:SIGNATURE_BITS])
+    if signature not in signatures:
+        return False
+    name = signature.decode("ascii")
+    declared = int(header[SIGNATURE_BITS:HEADER_BITS], 2)
+    capacity = plane.width * plane.height * len(plane.getbands()) - HEADER_BITS
+    if declared > capacity or declared // 8 > MAX_TEXT_BYTES:
+        reading.problem(f"{source} {name}: payload declares {declared} bits but the image holds {capacity} "
+                        f"(limit {MAX_TEXT_BYTES * 8}); skipped")
+        return True
+    bits = lsb_bits(plane, HEADER_BITS + declared)[HEADER_BITS:]
+    payload = bits_to_bytes(bits[: len(bits) - len(bits) % 8])
+    if name.endswith("comp"):
+        inflated = reading.inflate(f"{source} {name}", payload, gzip=True)
+        reading.add(source, name, payload if inflated is None else utf8_or_bytes(inflated))
+    else:
+        reading.add(source, name, utf8_or_bytes(payload))
+    return True
+
+
+def lsb_bits(plane: Image.Image, count: int) -> bytes:
+    """The first count LSBs in column-major order as ASCII '0'/'1', decoding only the columns needed."""
+    per_column = plane.height * len(plane.getbands())
+    columns = min(plane.width, -(-count // per_column))
+    strip = plane.crop((0, 0, columns, plane.height)).transpose(Image.Transpose.TRANSPOSE)
+    lut = LSB * len(plane.getbands())
+    return strip.point(lut).tobytes()[:count].translate(LSB_TO_ASCII)
+
+
+def bits_to_bytes(bits: bytes) -> bytes:
+    return int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b""

@@ -1,0 +1,88 @@
+"""Turn one source file into blocks, ready to be made durable: a work for an image, a plain file otherwise.
+
+I/O edge (it reads the file). Runs on worker threads, several at once: image
+blocks are kept in memory until the node decides the image is new (an image
+already rescued from the same source is a duplicate and nothing of it is
+written again); blocks of other files, which may be large, stream straight
+into the shared writer.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from node import importer, unixfs, works
+from node.blockstore import Bytes
+from node.cid import Cid
+from node.errors import InputError, NodeError
+from node.profiles import Profile
+from node.sources import SourceFile
+from node.unixfs import BlockSink, DagLink
+
+MAX_IMAGE_BYTES = 256 * 1024 * 1024  # read whole to extract metadata; a larger file is kept as a plain file
+HEAD_BYTES = 16
+
+
+@dataclass
+class Prepared:
+    item: SourceFile
+    link: DagLink | None = None  # the file's (image's) UnixFS root
+    made: works.MadeWork | None = None  # set for images
+    blocks: list[tuple[Cid, Sequence[Bytes]]] = field(default_factory=list)  # held back (images)
+    dag_size: int = 0
+    sidecars_alone: list[Prepared] = field(default_factory=list)  # sidecars of a file that is no image
+    error: NodeError | None = None
+
+
+def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, source: str,
+            writer_sink: BlockSink, progress: Callable[[int], None] | None = None) -> Prepared:
+    prepared = Prepared(item)
+    try:
+        with item.open() as handle:
+            head = handle.read(HEAD_BYTES)
+        if works.is_image(head) and item.size <= MAX_IMAGE_BYTES:
+            _prepare_work(prepared, profile, seed, now_iso, source)
+        else:
+            prepared.link = _stream_plain(item, profile, writer_sink)
+            prepared.dag_size = prepared.link.tsize
+            prepared.sidecars_alone = [prepare(side, profile, seed, now_iso, source, writer_sink)
+                                       for side in item.sidecars.values()]
+    except NodeError as exc:
+        prepared.error = exc
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damage inside an archive entry
+        prepared.error = InputError(f"{item.display}: cannot be read ({exc})")
+    if progress is not None:
+        progress(item.size + sum(side.size for side in item.sidecars.values()))
+    return prepared
+
+
+def _prepare_work(prepared: Prepared, profile: Profile, seed: bytes, now_iso: str, source: str) -> None:
+    item = prepared.item
+    data = item.read(MAX_IMAGE_BYTES)
+    sidecars = {suffix: side.read(side.size) for suffix, side in item.sidecars.items()}
+    seen: set[Cid] = set()
+
+    def hold(cid: Cid, parts: Sequence[Bytes]) -> None:
+        if cid not in seen:
+            seen.add(cid)
+            prepared.blocks.append((cid, parts))
+            prepared.dag_size += sum(len(part) for part in parts)
+
+    prepared.made = works.make(data, item.name, source, profile, seed, now_iso, hold, sidecars)
+    prepared.link = prepared.made.image
+
+
+def _stream_plain(item: SourceFile, profile: Profile, sink: BlockSink) -> DagLink:
+    if item.path is not None:
+        return importer.import_file(item.path, profile, sink)  # reads ahead on its own thread
+    builder = unixfs.FileBuilder(profile, sink)
+    with item.open() as handle:
+        while True:
+            chunk = importer.read_full(handle, profile.chunk_size)
+            if chunk is None:
+                break
+            builder.add_chunk(chunk)
+    return builder.finish()
