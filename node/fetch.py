@@ -26,12 +26,12 @@ from yarl import URL
 
 from node import __version__
 from node.blockstore import MAX_BLOCK_SIZE
+from node.bridge import BlockingReader
 from node.cid import Cid
 from node.errors import FetchError, InvalidOrigin, NodeError, OriginRefused, TooLarge
 from node.intake import DagIntake
 from node.netpolicy import NetworkPolicy, Origin, parse_address, parse_origin
 from node.node import Node
-from node.web.bodies import BlockingReader
 
 CAR_MEDIA = "application/vnd.ipld.car"
 RAW_MEDIA = "application/vnd.ipld.raw"

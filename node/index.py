@@ -198,20 +198,11 @@ class Index:
             db.executemany("INSERT OR IGNORE INTO works (cid, image_cid, name, source, family, created)"
                            " VALUES (?, ?, ?, ?, ?, ?)", [(*work, now) for work in works])
 
-    def works_of_image(self, image_cid: str, source: str | None = None) -> list[Work]:
-        if source is None:
-            rows = self._read("SELECT * FROM works WHERE image_cid = ? ORDER BY created", (image_cid,))
-        else:
-            rows = self._read("SELECT * FROM works WHERE image_cid = ? AND source = ? ORDER BY created",
-                              (image_cid, source))
+    def works_of_image(self, image_cid: str, source: str) -> list[Work]:
+        """Works of this image from this source, oldest first."""
+        rows = self._read("SELECT * FROM works WHERE image_cid = ? AND source = ? ORDER BY created",
+                          (image_cid, source))
         return [Work(*row) for row in rows]
-
-    def get_work(self, cid: str) -> Work | None:
-        rows = self._read("SELECT * FROM works WHERE cid = ?", (cid,))
-        return Work(*rows[0]) if rows else None
-
-    def works(self) -> list[Work]:
-        return [Work(*row) for row in self._read("SELECT * FROM works ORDER BY created, cid")]
 
     # --- pinning service requests (the /psa API); the pins they complete go into `pins` as kind 'psa'
 

@@ -35,7 +35,7 @@ from node.errors import (
     PinNotFound,
     UnixFsError,
 )
-from node.index import Index, Pin, PinRequest, PinRequestQuery, Token, Work
+from node.index import Index, Pin, PinRequest, PinRequestQuery, Token
 from node.intake import DagIntake
 from node.profiles import Profile
 from node.rescue import Prepared, prepare
@@ -567,12 +567,6 @@ class Node:
             if progress is not None:
                 progress(1)
         return WorkCheck(cid, signer, signer == self.public_key(), blocks)
-
-    def works(self) -> list[Work]:
-        return self.index.works()
-
-    def get_work(self, cid: Cid) -> Work | None:
-        return self.index.get_work(str(cid))
 
     def restore(self, cid: Cid, folder: Path, *, overwrite: bool = False) -> list[Path]:
         """Write the work's image (byte for byte), params.json, workflow JSON, parameters.txt, sidecars."""

@@ -41,10 +41,14 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
             writer_sink: BlockSink, progress: Callable[[int], None] | None = None) -> Prepared:
     prepared = Prepared(item)
     try:
-        with item.open() as handle:
+        with item.open() as handle:  # opened once: an image is read whole from here
             head = handle.read(HEAD_BYTES)
-        if works.is_image(head) and item.size <= MAX_IMAGE_BYTES:
-            _prepare_work(prepared, profile, seed, now_iso, source)
+            image = works.is_image(head) and item.size <= MAX_IMAGE_BYTES
+            data = head + handle.read(MAX_IMAGE_BYTES + 1 - len(head)) if image else b""
+        if image:
+            if len(data) > MAX_IMAGE_BYTES:
+                raise InputError(f"{item.display}: more than {MAX_IMAGE_BYTES} bytes")
+            _prepare_work(prepared, data, profile, seed, now_iso, source)
         else:
             prepared.link = _stream_plain(item, profile, writer_sink)
             prepared.dag_size = prepared.link.tsize
@@ -59,9 +63,9 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
     return prepared
 
 
-def _prepare_work(prepared: Prepared, profile: Profile, seed: bytes, now_iso: str, source: str) -> None:
+def _prepare_work(prepared: Prepared, data: bytes, profile: Profile, seed: bytes, now_iso: str,
+                  source: str) -> None:
     item = prepared.item
-    data = item.read(MAX_IMAGE_BYTES)
     sidecars = {suffix: side.read(side.size) for suffix, side in item.sidecars.items()}
     seen: set[Cid] = set()
 

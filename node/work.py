@@ -19,7 +19,7 @@ work's CID is the CID of the signed record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,8 +150,3 @@ def image_cid(record: Mapping[str, Value]) -> Cid:
     assert isinstance(image, dict) and isinstance(image["cid"], Cid)
     return image["cid"]
 
-
-def raw_entries(record: Mapping[str, Value]) -> Iterator[dict[str, Value]]:
-    for entry in record.get("raw") or []:  # type: ignore[union-attr]
-        if isinstance(entry, dict):
-            yield entry

@@ -20,7 +20,6 @@ from node.profiles import Profile
 from node.unixfs import BlockSink, DagLink
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-SIDECAR_SUFFIXES = (".txt", ".json", ".yaml", ".yml", ".caption")
 
 
 @dataclass(frozen=True, slots=True)

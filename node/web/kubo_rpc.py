@@ -28,6 +28,7 @@ from multidict import CIMultiDict
 from node import __version__, signing, varint
 from node import cid as cids
 from node.blockstore import MAX_BLOCK_SIZE
+from node.bridge import CHUNK, BlockingReader
 from node.car import BinaryStream
 from node.cid import Cid
 from node.errors import (
@@ -41,7 +42,6 @@ from node.errors import (
     UploadStalled,
 )
 from node.node import Node
-from node.web.bodies import CHUNK, BlockingReader
 from node.web.context import TOKEN, node_of, offload, options_of, require_token
 
 PREFIX: Final = "/api/v0"
