@@ -63,6 +63,20 @@ SETTINGS: tuple[Setting, ...] = (
             "and 'public' for every public unicast address. Private and loopback ranges are refused "
             "unless listed, so a request cannot turn the node against the home network."),
     Setting("fetch", "timeout", 60, "Seconds a fetch from an origin, remote or peer may stall."),
+    Setting("replication", "copies", 2,
+            "Copies of every pin to keep on places beyond the local one (`artkeep place add`)."),
+    Setting("push", "concurrency", 4, "Pushes running at once, across all places."),
+    Setting("push", "per_place", 2, "Pushes running at once to any one place."),
+    Setting("push", "bandwidth", 0, "Upload limit for pushes in bytes per second, all places together "
+                                    "(0: no limit)."),
+    Setting("push", "retry_base", 30, "Seconds before the first retry of a failed push; each further "
+                                      "failure doubles it (with jitter)."),
+    Setting("push", "retry_max", 21600, "Longest wait between retries of a failed push, in seconds."),
+    Setting("push", "timeout", 300, "Seconds one push request (an upload, a status call) may take."),
+    Setting("push", "verify", True, "Fetch every block back from a place that claims a copy and re-hash "
+                                    "it before counting the copy as verified."),
+    Setting("push", "origins", "", "Comma-separated addresses (multiaddrs or URLs) where pinning services "
+                                   "can fetch from this node's gateway; sent as PSA origins."),
 )
 # Short environment names users expect, besides ARTKEEP_<SECTION>_<NAME>.
 ENV_ALIASES = {"ARTKEEP_LISTEN": "serve.listen"}

@@ -30,6 +30,7 @@ answers with. Only the edges (cli.main, the web middleware) catch them.
     ├── NotFound                (exit 4, HTTP 404)
     │   ├── BlockNotFound
     │   ├── PinNotFound
+    │   ├── PlaceNotFound
     │   └── NotCached           `Cache-Control: only-if-cached` and the block is not here (HTTP 412)
     ├── PathError               a local file or folder cannot be read (exit 1)
     └── StoreError              the local store cannot do what was asked (exit 1)
@@ -170,6 +171,10 @@ class BlockNotFound(NotFound):
 
 class PinNotFound(NotFound):
     """No such pin."""
+
+
+class PlaceNotFound(NotFound):
+    """No place has that name."""
 
 
 class NotCached(NotFound):

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from node.errors import StoreError
+from node.errors import InputError, StoreError
+from node.remotes.base import PlaceSpec
 
 # Each entry moves the schema from version N to N+1; never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -70,6 +71,55 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     )""",
      "CREATE INDEX pin_requests_root ON pin_requests (root)",
      "CREATE INDEX pin_requests_status ON pin_requests (status, created_us)"),
+    ("""
+    CREATE TABLE places (
+        name     TEXT PRIMARY KEY,   -- what the user called it in `artkeep place add`
+        kind     TEXT NOT NULL,      -- kubo, pinning, cluster, peer or gateway
+        url      TEXT NOT NULL,      -- base URL of its API
+        token    TEXT,               -- secret (bearer token or user:password); never logged or printed
+        options  TEXT NOT NULL,      -- JSON object of kind-specific strings
+        quota_bytes INTEGER,         -- most DAG bytes we may place there, NULL for no quota
+        holds    TEXT NOT NULL,      -- all, works or pins: what replication may put there
+        created  REAL NOT NULL
+    )""",
+     """
+    CREATE TABLE copies (
+        cid       TEXT NOT NULL,     -- root CID as printed in pins.cid
+        place     TEXT NOT NULL REFERENCES places (name) ON DELETE CASCADE,
+        state     TEXT NOT NULL CHECK (state IN ('pending', 'pushed', 'claimed', 'verified', 'failing',
+                                                 'corrupt')),
+        bytes     INTEGER NOT NULL,  -- DAG bytes, counted against the place's quota
+        handle    TEXT,              -- what the kind needs to follow the push (a PSA requestid)
+        attempts  INTEGER NOT NULL,  -- failed tries since the last success
+        permanent INTEGER NOT NULL,  -- 1: stopped retrying until the user acts (auth refused, quota full)
+        last_error TEXT,
+        due       REAL,              -- when the queue works on it next; NULL: nothing to do
+        lease_until REAL NOT NULL,   -- a worker (daemon or `push --wait`) holds it until then
+        pushed    REAL,              -- when the place last took the bytes
+        claimed   REAL,              -- when the place last said it pins them
+        verified  REAL,              -- when we last fetched and re-hashed them from there
+        last_check REAL,             -- when we last asked or fetched, whatever the answer
+        PRIMARY KEY (cid, place)
+    )""",
+     "CREATE INDEX copies_due ON copies (due) WHERE due IS NOT NULL",
+     "CREATE INDEX copies_place ON copies (place, state)"),
+    ("""
+    CREATE TABLE findings (
+        id       INTEGER PRIMARY KEY,
+        cid      TEXT NOT NULL,      -- root CID checked
+        place    TEXT NOT NULL,      -- place name; '' for the local store
+        level    TEXT NOT NULL CHECK (level IN ('presence', 'sampled', 'full', 'local')),
+        result   TEXT NOT NULL CHECK (result IN ('ok', 'missing', 'corrupt', 'unreachable')),
+        block    TEXT,               -- the first bad block, when one was found
+        blocks   INTEGER NOT NULL,   -- blocks fetched and re-hashed
+        bytes    INTEGER NOT NULL,   -- bytes fetched and re-hashed
+        seconds  REAL NOT NULL,      -- how long the check took
+        detail   TEXT NOT NULL,      -- what went wrong, in words ('' when ok)
+        at       REAL NOT NULL       -- unix time of the check
+    )""",
+     "CREATE INDEX findings_cid ON findings (cid, place, at)",
+     "CREATE INDEX findings_at ON findings (at)"),
+    # Later migrations go below this line, one tuple each.
 )
 
 
@@ -92,6 +142,43 @@ class Work:
     source: str
     family: str
     created: float
+
+
+class CopyRow(NamedTuple):
+    """One place's copy of one root, and its place in the push queue."""
+
+    cid: str
+    place: str
+    state: str
+    bytes: int
+    handle: str | None
+    attempts: int
+    permanent: int
+    last_error: str | None
+    due: float | None
+    pushed: float | None
+    claimed: float | None
+    verified: float | None
+    last_check: float | None
+
+
+_COPY_COLUMNS = ", ".join(CopyRow._fields)
+_COPY_FIELDS = frozenset(CopyRow._fields) - {"cid", "place"}
+
+
+class FindingRow(NamedTuple):
+    """One audit check: what was checked where, at which level, and what came of it."""
+
+    cid: str
+    place: str
+    level: str
+    result: str
+    block: str | None
+    blocks: int
+    bytes: int
+    seconds: float
+    detail: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +379,137 @@ class Index:
             _release_psa_pins(db, (*rows[0].replaces, rows[0].root))
             return rows[0]
 
+    # --- places and copies: where each pin's copies live; rows with a `due` time are the push queue
+
+    def add_place(self, spec: PlaceSpec) -> None:
+        with self._write() as db:
+            try:
+                db.execute("INSERT INTO places (name, kind, url, token, options, quota_bytes, holds, created)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (spec.name, spec.kind, spec.url, spec.token, _json(dict(spec.options)),
+                            spec.quota_bytes, spec.holds, time.time()))
+            except sqlite3.IntegrityError:
+                raise InputError(f"there is already a place named {spec.name!r}") from None
+
+    def remove_place(self, name: str) -> bool:
+        """Forget a place and every copy recorded there (the place itself is not asked to unpin)."""
+        with self._write() as db:
+            return db.execute("DELETE FROM places WHERE name = ?", (name,)).rowcount == 1
+
+    def places(self) -> list[PlaceSpec]:
+        return [_place(row) for row in self._read(
+            "SELECT name, kind, url, token, options, quota_bytes, holds FROM places ORDER BY name")]
+
+    def place_usage(self) -> dict[str, int]:
+        """DAG bytes placed (or on their way) per place: what counts against its quota."""
+        return dict(self._read("SELECT place, SUM(bytes) FROM copies WHERE state != 'corrupt'"
+                               " GROUP BY place"))
+
+    def copies_of(self, cid: str) -> list[CopyRow]:
+        return [CopyRow(*row) for row in self._read(f"SELECT {_COPY_COLUMNS} FROM copies WHERE cid = ?"
+                                                    " ORDER BY place", (cid,))]
+
+    def copy_states(self, cids: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+        """cid → {place: state} for the given roots (None: every root that has a copy)."""
+        if cids is None:
+            rows = self._read("SELECT cid, place, state FROM copies")
+        else:
+            wanted = list(cids)
+            rows = []
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                rows += self._read(f"SELECT cid, place, state FROM copies WHERE cid IN "
+                                   f"({', '.join('?' * len(chunk))})", tuple(chunk))
+        states: dict[str, dict[str, str]] = {}
+        for cid, place, state in rows:
+            states.setdefault(cid, {})[place] = state
+        return states
+
+    def add_copies(self, copies: Iterable[tuple[str, str, int]], now: float) -> int:
+        """Queue (cid, place, dag bytes) copies that do not exist yet; returns how many were new."""
+        with self._write() as db:
+            return sum(db.execute(
+                "INSERT OR IGNORE INTO copies (cid, place, state, bytes, attempts, permanent, due,"
+                " lease_until) VALUES (?, ?, 'pending', ?, 0, 0, ?, 0)", (cid, place, size, now)).rowcount
+                for cid, place, size in copies)
+
+    def retry_copies(self, cids: Iterable[str], now: float) -> int:
+        """Make failing or corrupt copies of these roots due again, with a clean slate."""
+        with self._write() as db:
+            return sum(db.execute(
+                "UPDATE copies SET state = 'pending', attempts = 0, permanent = 0, due = ?, lease_until = 0"
+                " WHERE cid = ? AND state IN ('failing', 'corrupt')", (now, cid)).rowcount for cid in cids)
+
+    def lease_due_copies(self, now: float, lease: float, limit: int,
+                         per_place: int, busy: Mapping[str, int]) -> list[CopyRow]:
+        """Take up to `limit` due copies for one worker until now + lease, at most `per_place` per place
+        counting the `busy` ones it already runs; other workers (CLI, daemon) skip them meanwhile."""
+        taken: list[CopyRow] = []
+        counts = dict(busy)
+        with self._write() as db:
+            rows = db.execute(f"SELECT {_COPY_COLUMNS} FROM copies WHERE due <= ? AND lease_until < ?"
+                              " ORDER BY due LIMIT ?", (now, now, limit * 8 + 64)).fetchall()
+            for row in map(CopyRow._make, rows):
+                if len(taken) >= limit:
+                    break
+                if counts.get(row.place, 0) >= per_place:
+                    continue
+                counts[row.place] = counts.get(row.place, 0) + 1
+                db.execute("UPDATE copies SET lease_until = ? WHERE cid = ? AND place = ?",
+                           (now + lease, row.cid, row.place))
+                taken.append(row)
+        return taken
+
+    def update_copy(self, cid: str, place: str, **changes: object) -> None:
+        """Record what a push step found, and release the lease on the copy."""
+        unknown = set(changes) - _COPY_FIELDS
+        if unknown:
+            raise ValueError(f"not copy columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        with self._write() as db:
+            db.execute(f"UPDATE copies SET {assignments}, lease_until = 0 WHERE cid = ? AND place = ?",
+                       (*changes.values(), cid, place))
+
+    def next_due(self) -> float | None:
+        """When the earliest queued copy is due (None: the queue is empty)."""
+        due: float | None = self._read("SELECT MIN(MAX(due, lease_until)) FROM copies"
+                                       " WHERE due IS NOT NULL")[0][0]
+        return due
+
+    def queue_depth(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM copies WHERE due IS NOT NULL")[0][0])
+
+    def queue_stuck(self) -> int:
+        """Copies that stopped retrying until the user acts (auth refused, quota full)."""
+        return int(self._read("SELECT COUNT(*) FROM copies WHERE permanent = 1")[0][0])
+
+    def failing_places(self, attempts: int) -> list[str]:
+        """Places with a copy that failed for good, or `attempts` times in a row."""
+        return [row[0] for row in self._read(
+            "SELECT DISTINCT place FROM copies WHERE state = 'failing' AND (permanent = 1 OR attempts >= ?)"
+            " ORDER BY place", (attempts,))]
+
+    def below_target(self, target: int) -> int:
+        """Pins with fewer than `target` copies that were fetched back and re-hashed."""
+        return int(self._read(
+            "SELECT COUNT(*) FROM pins WHERE (SELECT COUNT(*) FROM copies WHERE copies.cid = pins.cid"
+            " AND copies.state = 'verified') < ?", (target,))[0][0])
+
+    # --- audit findings: every check kept, newest last
+
+    def add_findings(self, findings: Iterable[FindingRow]) -> None:
+        with self._write() as db:
+            db.executemany("INSERT INTO findings (cid, place, level, result, block, blocks, bytes, seconds,"
+                           " detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [tuple(finding) for finding in findings])
+
+    def recent_findings(self, limit: int, cid: str | None = None) -> list[FindingRow]:
+        where, params = ("WHERE cid = ?", (cid,)) if cid else ("", ())
+        return [FindingRow(*row) for row in self._read(
+            f"SELECT cid, place, level, result, block, blocks, bytes, seconds, detail, at"
+            f" FROM findings {where}"
+            " ORDER BY id DESC LIMIT ?", (*params, limit))]
+
     # --- API tokens: only a hash of each secret is kept
 
     def add_token(self, name: str) -> tuple[Token, str]:
@@ -407,6 +625,11 @@ def _release_psa_pins(db: sqlite3.Connection, roots: Iterable[str]) -> None:
 
 def _fold(text: str | None) -> str | None:
     return None if text is None else text.casefold()
+
+
+def _place(row: tuple[Any, ...]) -> PlaceSpec:
+    name, kind, url, token, options, quota_bytes, holds = row
+    return PlaceSpec(name, kind, url, token, json.loads(options), quota_bytes, holds)
 
 
 def _json(value: object) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from node import car, dag, dagcbor, hamt, identity, importer, signing, sources, unixfs
+from node import car, dag, dagcbor, hamt, identity, importer, replication, signing, sources, unixfs
 from node import cid as cids
 from node import restore as restore_plan
 from node import work as work_records
@@ -33,11 +33,13 @@ from node.errors import (
     NotFound,
     PathError,
     PinNotFound,
+    PlaceNotFound,
     UnixFsError,
 )
 from node.index import Index, Pin, PinRequest, PinRequestQuery, Token
 from node.intake import DagIntake
 from node.profiles import Profile
+from node.remotes.base import PlaceSpec
 from node.rescue import Prepared, prepare
 from node.unixfs import BlockSink, DagLink, NodeType
 
@@ -46,6 +48,7 @@ MAX_PATH_SEGMENTS = 256
 PIN_BATCH_FILES = 256
 PIN_BATCH_SECONDS = 1.0
 RESCUE_WORKERS = max(2, os.cpu_count() or 2)
+FAILING_AFTER_ATTEMPTS = 3  # a place counts as failing after this many failed tries in a row
 log = logging.getLogger("artkeep.node")
 
 
@@ -118,8 +121,9 @@ def _now_iso() -> str:
 
 
 class Node:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, copies: int = 2) -> None:
         self.home = home
+        self.copies = copies  # replication.copies: the target number of copies beyond this node
         home.mkdir(parents=True, exist_ok=True)
         self.store = Blockstore(home / "blocks")
         self.index = Index(home / "index.sqlite")
@@ -688,6 +692,69 @@ class Node:
 
     def token_for(self, secret: str) -> Token | None:
         return self.index.token_for(secret)
+
+    # --- places and replication: where copies of each pin live (node.pusher moves the bytes)
+
+    def add_place(self, spec: PlaceSpec) -> PlaceSpec:
+        """Record a place (already checked by node.remotes.validate_spec); new copies are planned next."""
+        self.index.add_place(spec)
+        return spec
+
+    def remove_place(self, name: str) -> None:
+        if not self.index.remove_place(name):
+            raise PlaceNotFound(f"no place named {name!r} (see `artkeep place ls`)")
+
+    def places(self) -> list[PlaceSpec]:
+        return self.index.places()
+
+    def place(self, name: str) -> PlaceSpec:
+        for spec in self.index.places():
+            if spec.name == name:
+                return spec
+        raise PlaceNotFound(f"no place named {name!r} (see `artkeep place ls`)")
+
+    def plan_copies(self, roots: Iterable[str] | None = None, now: float | None = None) -> int:
+        """Queue pushes so every pin (or only `roots`) has `copies` live copies; returns how many."""
+        places = self.index.places()
+        if not places:
+            return 0
+        pins = self.index.pins() if roots is None else [pin for pin in map(self.index.get_pin, roots) if pin]
+        states = self.index.copy_states(None if roots is None else [pin.cid for pin in pins])
+        used = self.index.place_usage()
+        queued: list[tuple[str, str, int]] = []
+        for pin in pins:
+            for name in replication.places_to_add(self.copies, pin.kind, pin.dag_size, places,
+                                                   states.get(pin.cid, {}), used):
+                queued.append((pin.cid, name, pin.dag_size))
+                used[name] = used.get(name, 0) + pin.dag_size
+        return self.index.add_copies(queued, time.time() if now is None else now)
+
+    def retry_copies(self, roots: Iterable[str]) -> int:
+        """Give failing and corrupt copies of these roots a fresh start (after the user fixed the cause)."""
+        return self.index.retry_copies(roots, time.time())
+
+    def whereis(self, cid: Cid) -> replication.Whereabouts:
+        """Every place's copy of a root, and how many were fetched back and re-hashed."""
+        root = str(cid)
+        kinds = {spec.name: spec.kind for spec in self.index.places()}
+        views = tuple(replication.CopyView(row.place, kinds.get(row.place, "?"),
+                                           "failing" if row.permanent else row.state, row.last_check,
+                                           row.verified, row.last_error)
+                      for row in self.index.copies_of(root))
+        verified = sum(1 for view in views if view.state == "verified")
+        return replication.Whereabouts(root, self.copies, verified, views)
+
+    def replication_health(self) -> replication.Health:
+        return replication.Health(
+            works_below_target=self.index.below_target(self.copies) if self.copies > 0 else 0,
+            queue_depth=self.index.queue_depth(),
+            failing_places=tuple(self.index.failing_places(FAILING_AFTER_ATTEMPTS)),
+            places=len(self.index.places()),
+        )
+
+    def recent_findings(self, limit: int) -> list[replication.FindingView]:
+        return [replication.FindingView(row.cid, row.place, row.level, row.result, row.block, row.at)
+                for row in self.index.recent_findings(limit)]
 
     # --- checking
 

@@ -1,0 +1,1 @@
+"""Places artkeep pushes works to and audits: one Remote interface (base.py), one module per kind."""
