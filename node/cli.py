@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
@@ -23,11 +24,14 @@ from typing import Any
 
 from node import __version__, config, importer, logs, rescue, sources, unixfs
 from node import cid as cids
-from node.errors import InputError, NodeError, PathError
+from node.audit import LEVELS, AuditPolicy, detection_text
+from node.errors import InputError, NodeError, PathError, PinNotFound
 from node.node import Node
 from node.profiles import PROFILES, Profile, get_profile
+from node.remotes.base import HOLDS, KINDS, PlaceSpec
 from node.unixfs import DagLink
 
+JSON_HELP = "one JSON object per line on stdout"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGE, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
@@ -80,7 +84,8 @@ def _human_size(size: int) -> str:
 
 
 def _open_node(args: argparse.Namespace) -> Node:
-    return Node(args.home)
+    return Node(args.home, copies=int(args.config["replication.copies"]),
+                audit=AuditPolicy.from_config(args.config))
 
 
 # --- pin / cid --------------------------------------------------------------
@@ -255,6 +260,10 @@ def cmd_cat(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    if args.site is not None:
+        return _export_site(args, out)
+    if args.cid is None or args.output is None:
+        raise InputError("export needs a CID and -o FILE.car (or --site DIR for the whole gallery)")
     root = cids.parse(args.cid)
     with _open_node(args) as node:
         if args.output == "-":
@@ -276,6 +285,20 @@ def cmd_export(args: argparse.Namespace, out: Output) -> int:
                     "bytes": target.stat().st_size},
                    f"exported {root} to {target} ({count} blocks, {_human_size(target.stat().st_size)})")
     return EXIT_OK
+
+
+def _export_site(args: argparse.Namespace, out: Output) -> int:
+    from node.site import export_site
+
+    with _open_node(args) as node:
+        done = export_site(node, args.site)
+    for work, why in done.failed:
+        out.result({"work": work, "error": why}, f"error: {work}: {why}")
+    out.result({"site": str(done.folder), "works": done.works, "pages": done.pages,
+                "failed": len(done.failed)},
+               f"exported {done.works} works in {done.pages} pages to {done.folder} "
+               f"(open {done.folder / 'index.html'})")
+    return EXIT_FAILED if done.failed else EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace, out: Output) -> int:
@@ -391,14 +414,29 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     with _open_node(args) as node:
         usage = node.store.usage()
         pins = node.pins()
+        health = node.replication_health()
         record = {"home": str(args.home), "version": __version__, "pins": len(pins),
-                  "blocks": usage.blocks, "bytes": usage.bytes, "profile": args.config.profile}
+                  "blocks": usage.blocks, "bytes": usage.bytes, "profile": args.config.profile,
+                  "places": health.places, "copies_wanted": node.copies,
+                  "below_target": health.works_below_target, "queue_depth": health.queue_depth,
+                  "failing_places": list(health.failing_places)}
+        checks = node.place_checks()
+        policy = node.audit_policy
+        record["place_checks"] = [{"name": name, "copies": copies, "verified": verified,
+                                   "last_check": _iso(last)} for name, copies, verified, last in checks]
+        record["detection"] = detection_text(policy.samples, policy.sampled_per_day)
         out.result(record, "\n".join([
             f"artkeep {__version__}",
             f"home     {args.home}",
             f"pins     {len(pins)}",
             f"blocks   {usage.blocks} ({_human_size(usage.bytes)})",
             f"profile  {args.config.profile}",
+            f"places   {health.places}; {health.works_below_target} pins below {node.copies} verified "
+            f"copies; {health.queue_depth} queued",
+            *([f"failing  {', '.join(health.failing_places)}"] if health.failing_places else []),
+            *(f"  {name:<16} {verified} of {copies} copies verified, last check "
+              f"{_when(last) if last else 'never'}" for name, copies, verified, last in checks),
+            *([f"audit    {record['detection']}"] if checks else []),
         ]))
     return EXIT_OK
 
@@ -512,6 +550,20 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_id(args: argparse.Namespace, out: Output) -> int:
+    import base64
+
+    from node import signing
+
+    with _open_node(args) as node:
+        public = node.public_key()
+        peer = signing.peer_id(public)
+        out.result({"id": peer, "public_key": base64.b64encode(public).decode()},
+                   f"{peer}\n(give this to other nodes that add this one as a peer place: "
+                   f"--option public_key={peer})" if sys.stdout.isatty() else peer)
+    return EXIT_OK
+
+
 def cmd_token(args: argparse.Namespace, out: Output) -> int:
     with _open_node(args) as node:
         if args.action == "create":
@@ -531,10 +583,212 @@ def cmd_token(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# --- places and push ---------------------------------------------------------
+
+def cmd_place(args: argparse.Namespace, out: Output) -> int:
+    with _open_node(args) as node:
+        if args.action == "add":
+            spec = node.add_place(_place_spec(args))
+            queued = node.plan_copies()
+            out.result({**spec.public(), "queued": queued},
+                       f"added {spec.kind} place {spec.name} ({spec.url}); {queued} copies queued "
+                       "(`artkeep push --wait` or the daemon sends them)")
+        elif args.action == "ls":
+            usage = node.index.place_usage()
+            for spec in node.places():
+                used = usage.get(spec.name, 0)
+                quota = f" of {_human_size(spec.quota_bytes)}" if spec.quota_bytes else ""
+                out.result({**spec.public(), "used_bytes": used},
+                           f"{spec.name:<16} {spec.kind:<8} {spec.url}  holds {spec.holds}, "
+                           f"{_human_size(used)}{quota} placed")
+        else:
+            for name in args.names:
+                node.remove_place(name)
+                out.result({"name": name, "removed": True},
+                           f"removed {name} (its copies are forgotten here; the place keeps what it has)")
+    return EXIT_OK
+
+
+def _place_spec(args: argparse.Namespace) -> PlaceSpec:
+    from node.remotes import validate_spec
+
+    options: dict[str, str] = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option must be KEY=VALUE, not {item!r}")
+        options[key] = value
+    token = args.token
+    if args.token_file is not None:
+        token = _read_secret(args.token_file)
+    if token is None:
+        token = os.environ.get("ARTKEEP_PLACE_TOKEN") or None
+    return validate_spec(args.kind, args.url, options, name=args.name, token=token, holds=args.holds,
+                         quota_bytes=_parse_size(args.quota) if args.quota else None)
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PathError(f"cannot read {path}: {exc.strerror}") from None
+    return text.strip()
+
+
+def _parse_size(text: str) -> int:
+    """'500MB', '10 GiB', '123' → bytes (SI and binary units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?)B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise InputError(f"not a size: {text!r} (try 500MB or 10GiB)")
+    number, prefix, binary = match.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** " KMGTP".index(prefix.upper() or " "))
+
+
+def cmd_push(args: argparse.Namespace, out: Output) -> int:
+    import asyncio
+    import time
+
+    from node.pusher import Pusher, PushSettings, Step
+
+    with _open_node(args) as node:
+        roots = [str(_parse_cid(text)) for text in args.works] or None
+        if roots:
+            for root in roots:
+                if node.index.get_pin(root) is None:
+                    raise PinNotFound(f"{root} is not pinned here")
+        if not node.places():
+            raise InputError("no places to push to: add one with `artkeep place add NAME KIND URL`")
+        retried = node.retry_copies(roots or [pin.cid for pin in node.pins()]) if args.retry else 0
+        queued = node.plan_copies(roots)
+        depth = node.index.queue_depth()
+        out.note(f"{queued} copies queued, {retried} retried; {depth} in the queue")
+        settings = PushSettings.from_config(args.config)
+        until = time.time() + args.timeout if args.timeout else None
+        failed: list[Step] = []
+
+        async def run(advance: Callable[[int], None]) -> None:
+            def on_step(step: Step) -> None:
+                if step.state in ("verified", "claimed", "failing", "corrupt"):
+                    advance(1)
+                if step.error:
+                    failed.append(step)
+                if out.as_json:
+                    out.result({"cid": step.cid, "place": step.place, "state": step.state,
+                                "error": step.error}, "")
+                elif step.state != "pushed":
+                    reason = f" ({step.error})" if step.error else ""
+                    out.note(f"{step.place}: {step.cid} {step.state}{reason}")
+
+            async with Pusher(node, settings) as pusher:
+                await pusher.drain(until=until, on_step=on_step, wait_retries=args.wait)
+
+        with out.progress(depth, "pushing") as advance:
+            asyncio.run(run(advance))
+        states = [view.state for root in (roots or [pin.cid for pin in node.pins()])
+                  for view in node.whereis(_parse_cid(root)).places]
+        left = node.index.queue_depth()
+        stuck = node.index.queue_stuck()
+        summary = {state: states.count(state) for state in sorted(set(states))}
+        out.result({"copies": summary, "queue_depth": left, "permanent_failures": stuck},
+                   ", ".join(f"{count} {state}" for state, count in summary.items()) or "nothing to push"
+                   + (f"; {left} still queued (the daemon goes on, or rerun with --wait)" if left else ""))
+    return EXIT_FAILED if stuck or "corrupt" in summary or (args.wait and left) else EXIT_OK
+
+
+def cmd_whereis(args: argparse.Namespace, out: Output) -> int:
+    import time
+
+    with _open_node(args) as node:
+        for text in args.cids:
+            cid = _parse_cid(text)
+            if node.get_pin(cid) is None:
+                raise PinNotFound(f"{cid} is not pinned here")
+            where = node.whereis(cid)
+            lines = [f"{where.cid}: {where.verified_copies} verified of {where.target} wanted"]
+            for view in where.places:
+                checked = _when(view.last_check) if view.last_check else "never"
+                lines.append(f"  {view.place:<16} {view.state:<9} last check {checked}"
+                             + (f"  ({view.error})" if view.error and view.state in ("failing", "corrupt")
+                                else ""))
+            if not where.places:
+                lines.append("  no copies yet: `artkeep place add`, then `artkeep push`")
+            elif where.detection:
+                lines.append(f"  audit: {where.detection}")
+            out.result({"cid": where.cid, "verified_copies": where.verified_copies, "target": where.target,
+                        "places": [{"name": view.place, "kind": view.kind, "state": view.state,
+                                    "last_check": _iso(view.last_check), "verified": _iso(view.verified),
+                                    "error": view.error} for view in where.places],
+                        "detection": where.detection, "checked_at": _iso(time.time())}, "\n".join(lines))
+    return EXIT_OK
+
+
+def _iso(unix_time: float | None) -> str | None:
+    import datetime
+
+    if unix_time is None:
+        return None
+    return datetime.datetime.fromtimestamp(unix_time, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _parse_cid(text: str) -> cids.Cid:
+    return cids.parse(text.strip().removeprefix("/ipfs/").split("/")[0])
+
+
 def _when(unix_time: float) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix_time))
+
+
+# --- audit -------------------------------------------------------------------
+
+def cmd_audit(args: argparse.Namespace, out: Output) -> int:
+    import asyncio
+    from collections import Counter
+
+    from node.auditor import Auditor, RoundReport
+    from node.index import FindingRow
+
+    with _open_node(args) as node:
+        roots = [str(_parse_cid(text)) for text in args.cids] or None
+        for root in roots or []:
+            if node.index.get_pin(root) is None:
+                raise PinNotFound(f"{root} is not pinned here")
+        levels = [args.level] if args.level else ["sampled"] if args.now else list(LEVELS)
+        results: Counter[str] = Counter()
+
+        def on_finding(finding: FindingRow) -> None:
+            results[finding.result] += 1
+            if out.as_json or finding.result != "ok":
+                where = finding.place or "local store"
+                bad = f" block {finding.block}" if finding.block else ""
+                out.result({"cid": finding.cid, "place": finding.place, "level": finding.level,
+                            "result": finding.result, "block": finding.block, "blocks": finding.blocks,
+                            "bytes": finding.bytes, "seconds": finding.seconds, "detail": finding.detail,
+                            "at": _iso(finding.at)},
+                           f"{finding.result:<11} {finding.level:<8} {where}: {finding.cid}{bad}"
+                           + (f" ({finding.detail})" if finding.detail else ""))
+
+        async def run() -> list[RoundReport]:
+            async with Auditor(node, node.audit_policy) as auditor:
+                return [await auditor.run(level, roots=roots, force=args.now, on_finding=on_finding,
+                                          budget=None if args.now or level != "full"
+                                          else node.audit_policy.full_budget)
+                        for level in levels]
+
+        reports = asyncio.run(run())
+        repairs = sum(report.repairs for report in reports)
+        skipped = sorted({place for report in reports for place in report.skipped_places})
+        if not out.as_json:
+            summary = ", ".join(f"{count} {result}" for result, count in sorted(results.items()))
+            out.note(f"audit ({', '.join(levels)}): {summary or 'nothing was due'}"
+                     + (f"; skipped unreachable {', '.join(skipped)}" if skipped else "")
+                     + (f"; {repairs} copies queued on other places (`artkeep push` or the daemon sends "
+                        "them)" if repairs else ""))
+    if results["corrupt"]:
+        return EXIT_DAMAGE
+    return EXIT_FAILED if results["missing"] or results["unreachable"] else EXIT_OK
 
 
 # --- parser -----------------------------------------------------------------
@@ -583,9 +837,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("cat", cmd_cat, "Write a pinned file's bytes to stdout, every block verified.",
                   json_flag=False)
     sub.add_argument("path", metavar="CID[/PATH]", help="a file CID, or a directory CID and a path in it")
-    sub = command("export", cmd_export, "Export a DAG as a CARv1 file (depth-first, no duplicates).")
-    sub.add_argument("cid", metavar="CID")
-    sub.add_argument("-o", "--output", required=True, metavar="FILE.car", help="output file, or - for stdout")
+    sub = command("export", cmd_export, "Export a DAG as a CARv1 file (depth-first, no duplicates), or with "
+                  "--site the whole gallery as static HTML that opens from disk or any IPFS gateway.")
+    sub.add_argument("cid", nargs="?", metavar="CID")
+    sub.add_argument("-o", "--output", metavar="FILE.car", help="output file, or - for stdout")
+    sub.add_argument("--site", type=Path, metavar="DIR",
+                     help="write a static gallery of every work (pages, thumbnails, images, params JSON, "
+                          "a CAR per work) into DIR")
     sub = command("import", cmd_import,
                   "Rescue whole archives: folders and zip files (images become signed works with their "
                   "metadata; a rerun skips what is done), and CAR files (every block verified; a CAR "
@@ -620,6 +878,52 @@ def build_parser() -> argparse.ArgumentParser:
                   "RPC subset over HTTP, until SIGTERM or Ctrl-C.")
     sub.add_argument("--listen", metavar="HOST:PORT",
                      help="address to listen on (default: serve.listen, 127.0.0.1:8737; port 0 picks one)")
+    command("id", cmd_id, "Print this node's peer ID, the identity that signs its works and that other "
+            "nodes check when they add it as a peer place.")
+    sub = command("place", cmd_place, "Manage places that keep copies: Kubo nodes, pinning services, "
+                  "IPFS Cluster, other artkeep nodes, and read-only gateways.", json_flag=False)
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="add a place", description="Add a place; copies are queued for "
+                             "every pin the policy lets it hold. docs/places.md lists each kind's options.")
+    add.add_argument("name", metavar="NAME", help="a short name (letters, digits, . _ -)")
+    add.add_argument("kind", metavar="KIND", choices=KINDS, help=f"one of: {', '.join(KINDS)}")
+    add.add_argument("url", metavar="URL", help="base URL of its API")
+    add.add_argument("--token", help="bearer token, or USER:PASSWORD for basic auth (visible in the process "
+                     "list: prefer --token-file or $ARTKEEP_PLACE_TOKEN)")
+    add.add_argument("--token-file", type=Path, metavar="FILE", help="read the token from FILE (- for stdin)")
+    add.add_argument("--option", action="append", metavar="KEY=VALUE", help="a kind-specific option "
+                     "(repeatable), e.g. gateway=URL, public_key=PEER_ID, replication_min=2")
+    add.add_argument("--quota", metavar="SIZE", help="most DAG bytes to place there, e.g. 50GB")
+    add.add_argument("--holds", choices=HOLDS, default="all", help="what it may hold: all pins (default), "
+                     "only works, or only plain pins")
+    for action, text in (("ls", "list places (secrets are never shown)"),
+                         ("rm", "forget places and their copies (the places keep what they have)")):
+        parser_of_action = actions.add_parser(action, help=text, description=text)
+        if action == "rm":
+            parser_of_action.add_argument("names", nargs="+", metavar="NAME")
+    for parser_of_action in actions.choices.values():
+        parser_of_action.add_argument("--json", action="store_true", help=JSON_HELP)
+    sub = command("push", cmd_push, "Queue copies of pins on places until each has replication.copies, and "
+                  "send them now with progress (the daemon also drains the queue on its own).")
+    sub.add_argument("works", nargs="*", metavar="CID", help="pins to push (default: every pin)")
+    sub.add_argument("--wait", action="store_true", help="keep going, through retries, until the queue is "
+                     "drained or only permanent failures remain")
+    sub.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait, give up after this long")
+    sub.add_argument("--retry", action="store_true", help="retry copies that failed for good or were "
+                     "corrupt (after fixing a token or quota)")
+    sub = command("whereis", cmd_whereis, "Show every place's copy of a pin: pending, pushed, claimed, "
+                  "verified, stale, failing or corrupt, when it was last checked, and the odds the "
+                  "sampled audits give.")
+    sub.add_argument("cids", nargs="+", metavar="CID")
+    sub = command("audit", cmd_audit, "Check that places still hold the bytes of each pin (and the local "
+                  "store too): the checks that are due, or with --now every copy; exit 3 if a copy is "
+                  "corrupt, 1 if one is missing or unreachable.")
+    sub.add_argument("cids", nargs="*", metavar="CID", help="pins to audit (default: every pin)")
+    sub.add_argument("--now", action="store_true", help="check every copy now, due or not (default level: "
+                     "sampled)")
+    sub.add_argument("--level", choices=LEVELS, help="presence (the place's word), sampled (random blocks "
+                     "re-hashed), full (every block) or local (this node's store, healed from verified "
+                     "copies); default: every level that is due")
     sub = command("token", cmd_token, "Manage API tokens for the daemon's write and admin endpoints.",
                   json_flag=False)
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)

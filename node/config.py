@@ -75,8 +75,43 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("push", "timeout", 300, "Seconds one push request (an upload, a status call) may take."),
     Setting("push", "verify", True, "Fetch every block back from a place that claims a copy and re-hash "
                                     "it before counting the copy as verified."),
+    Setting("push", "plan_interval", 60, "Seconds between the daemon's looks for pins that need more "
+                                         "copies (new pins, places added, copies lost)."),
     Setting("push", "origins", "", "Comma-separated addresses (multiaddrs or URLs) where pinning services "
                                    "can fetch from this node's gateway; sent as PSA origins."),
+    Setting("audit", "schedule", True, "Run audits on a schedule while the daemon runs (`artkeep audit` "
+                                       "runs them on demand either way)."),
+    Setting("audit", "samples", 8, "Random blocks of a work fetched and re-hashed per sampled check of "
+                                   "one copy."),
+    Setting("audit", "presence_per_day", 6, "Times a day each place is asked whether it still pins each "
+                                            "copy (its word only, never counted as proof)."),
+    Setting("audit", "sampled_per_day", 4, "Sampled checks of each copy per day, spread evenly over the "
+                                           "day."),
+    Setting("audit", "full_cycle_days", 30, "Days in which every copy is fetched whole (CAR) and re-hashed "
+                                            "once, a share of them each night."),
+    Setting("audit", "full_budget", 3600, "Seconds the nightly full checks may take; what is left waits for "
+                                          "the next night."),
+    Setting("audit", "full_at", 3, "Hour of the night (local time, 0-23) when the full checks start."),
+    Setting("audit", "local_cycle_days", 7, "Days in which every pin in the local store is re-hashed once "
+                                            "(a rolling fsck; damaged blocks are healed from a verified "
+                                            "copy)."),
+    Setting("audit", "verified_window", 7, "Days a passed sampled or full check keeps a copy counted as "
+                                           "verified; older, it shows as stale and does not count."),
+    Setting("audit", "concurrency_per_place", 2, "Checks running at once against any one place."),
+    Setting("audit", "check_timeout", 60, "Seconds one sampled check may take before the place counts as "
+                                          "unreachable."),
+    Setting("audit", "failing_alert_after", 3, "Audits in a row that cannot reach a copy before it is marked "
+                                               "failing (pushed again) and its place is reported."),
+    Setting("audit", "webhook", "", "URL that gets a JSON POST when a place starts failing (empty: no "
+                                    "webhook; the log line and the artkeep_places_failing metric are "
+                                    "always there)."),
+    Setting("audit", "keep_days", 7, "Days passed checks are kept in the findings table; problems are kept "
+                                     "for good."),
+    Setting("audit", "tick", 300, "Seconds between the daemon's looks for checks that are due."),
+    Setting("gallery", "public", True,
+            "Let anyone who can reach the daemon browse the gallery (read-only pages, thumbnails, images) "
+            "without logging in; off, every gallery page needs a login. serve.private_reads on makes the "
+            "gallery private too."),
 )
 # Short environment names users expect, besides ARTKEEP_<SECTION>_<NAME>.
 ENV_ALIASES = {"ARTKEEP_LISTEN": "serve.listen"}

@@ -21,6 +21,7 @@ answers with. Only the edges (cli.main, the web middleware) catch them.
     │   ├── UploadStalled       an upload that stopped sending (HTTP 408)
     │   └── NotAcceptable       a response format or variant we cannot produce (HTTP 406)
     ├── Unauthorized            a missing or unknown API token (exit 2, HTTP 401)
+    │   └── FormRefused         a gallery form without this node's CSRF token (HTTP 403)
     ├── IntegrityError          bytes that do not match their CID (exit 3, HTTP 502)
     │   ├── BlockMismatch
     │   └── SignatureInvalid    a work record whose signature does not verify
@@ -123,6 +124,12 @@ class Unauthorized(NodeError):
 
     exit_code = 2
     http_status = 401
+
+
+class FormRefused(Unauthorized):
+    """The form did not come from this node's own pages (missing or wrong CSRF token); reload and retry."""
+
+    http_status = 403
 
 
 class IntegrityError(NodeError):

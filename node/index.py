@@ -15,14 +15,16 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from node.audit import CopyAudit
 from node.errors import InputError, StoreError
 from node.remotes.base import PlaceSpec
+from node.search import Card, GalleryEntry, GalleryQuery, page_sql
 
 # Each entry moves the schema from version N to N+1; never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -94,7 +96,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         permanent INTEGER NOT NULL,  -- 1: stopped retrying until the user acts (auth refused, quota full)
         last_error TEXT,
         due       REAL,              -- when the queue works on it next; NULL: nothing to do
-        lease_until REAL NOT NULL,   -- a worker (daemon or `push --wait`) holds it until then
+        lease_until REAL NOT NULL,   -- a worker (daemon or `push`) holds it until then
+        lease_owner TEXT,            -- which worker: HOST/PID, so a dead worker's leases can be taken over
         pushed    REAL,              -- when the place last took the bytes
         claimed   REAL,              -- when the place last said it pins them
         verified  REAL,              -- when we last fetched and re-hashed them from there
@@ -120,6 +123,49 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
      "CREATE INDEX findings_cid ON findings (cid, place, at)",
      "CREATE INDEX findings_at ON findings (at)"),
     # Later migrations go below this line, one tuple each.
+    ("""
+    CREATE TABLE gallery (
+        id        INTEGER PRIMARY KEY,  -- works.created in µs, moved on until unique: order and paging key
+        work      TEXT NOT NULL UNIQUE, -- the work record's CID (works.cid)
+        image_cid TEXT NOT NULL,
+        name      TEXT NOT NULL,        -- original file name
+        family    TEXT NOT NULL,        -- generator family
+        tool      TEXT,
+        model     TEXT,
+        seed      TEXT,                 -- decimal: seeds can pass 64 bits
+        width     INTEGER,              -- pixels
+        height    INTEGER,
+        prompt    TEXT NOT NULL,
+        negative_prompt TEXT NOT NULL,
+        loras     TEXT NOT NULL         -- LoRA names, one per line (searched as text through gallery_text)
+    )""",
+     "CREATE INDEX gallery_model ON gallery (model COLLATE NOCASE, id)",
+     "CREATE INDEX gallery_seed ON gallery (seed, id)",
+     "CREATE INDEX gallery_family ON gallery (family, id)",
+     "CREATE INDEX gallery_image ON gallery (image_cid)",
+     """
+    CREATE TABLE gallery_loras (
+        name TEXT NOT NULL COLLATE NOCASE,
+        id   INTEGER NOT NULL,         -- gallery.id
+        PRIMARY KEY (name, id)
+    ) WITHOUT ROWID""",
+     # Full-text index over gallery's own columns (external content: the text is stored once).
+     """
+    CREATE VIRTUAL TABLE gallery_text USING fts5(
+        prompt, negative_prompt, model, loras,
+        content='gallery', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    )"""),
+    # The audit (node.auditor): when each copy was last checked at each level, whatever the result,
+    # and how many audits in a row could not reach it; and the local store's rolling fsck, per pin.
+    ("ALTER TABLE copies ADD COLUMN presence_checked REAL",
+     "ALTER TABLE copies ADD COLUMN sampled_checked REAL",
+     "ALTER TABLE copies ADD COLUMN full_checked REAL",
+     "ALTER TABLE copies ADD COLUMN misses INTEGER NOT NULL DEFAULT 0",
+     """
+    CREATE TABLE local_checks (
+        cid      TEXT PRIMARY KEY,   -- pins.cid
+        at       REAL NOT NULL       -- when every block of it was last re-hashed in the local store
+    )"""),
 )
 
 
@@ -164,6 +210,7 @@ class CopyRow(NamedTuple):
 
 _COPY_COLUMNS = ", ".join(CopyRow._fields)
 _COPY_FIELDS = frozenset(CopyRow._fields) - {"cid", "place"}
+_AUDIT_FIELDS = _COPY_FIELDS | {"presence_checked", "sampled_checked", "full_checked", "misses"}
 
 
 class FindingRow(NamedTuple):
@@ -440,8 +487,8 @@ class Index:
                 "UPDATE copies SET state = 'pending', attempts = 0, permanent = 0, due = ?, lease_until = 0"
                 " WHERE cid = ? AND state IN ('failing', 'corrupt')", (now, cid)).rowcount for cid in cids)
 
-    def lease_due_copies(self, now: float, lease: float, limit: int,
-                         per_place: int, busy: Mapping[str, int]) -> list[CopyRow]:
+    def lease_due_copies(self, now: float, lease: float, limit: int, per_place: int,
+                         busy: Mapping[str, int], owner: str = "") -> list[CopyRow]:
         """Take up to `limit` due copies for one worker until now + lease, at most `per_place` per place
         counting the `busy` ones it already runs; other workers (CLI, daemon) skip them meanwhile."""
         taken: list[CopyRow] = []
@@ -455,10 +502,24 @@ class Index:
                 if counts.get(row.place, 0) >= per_place:
                     continue
                 counts[row.place] = counts.get(row.place, 0) + 1
-                db.execute("UPDATE copies SET lease_until = ? WHERE cid = ? AND place = ?",
-                           (now + lease, row.cid, row.place))
+                db.execute("UPDATE copies SET lease_until = ?, lease_owner = ? WHERE cid = ? AND place = ?",
+                           (now + lease, owner, row.cid, row.place))
                 taken.append(row)
         return taken
+
+    def lease_holders(self) -> set[str]:
+        """The workers holding leases now."""
+        return {row[0] for row in self._read("SELECT DISTINCT lease_owner FROM copies WHERE lease_until > ?",
+                                              (time.time(),))}
+
+    def release_leases(self, owner_gone: Callable[[str], bool]) -> int:
+        """Free the leases of workers that are gone (a `push` killed mid-way), so others go on at once."""
+        owners = [row[0] for row in self._read("SELECT DISTINCT lease_owner FROM copies"
+                                                " WHERE lease_until > 0 AND lease_owner IS NOT NULL")]
+        gone = [owner for owner in owners if owner_gone(owner)]
+        with self._write() as db:
+            return sum(db.execute("UPDATE copies SET lease_until = 0 WHERE lease_owner = ?",
+                                  (owner,)).rowcount for owner in gone)
 
     def update_copy(self, cid: str, place: str, **changes: object) -> None:
         """Record what a push step found, and release the lease on the copy."""
@@ -489,11 +550,11 @@ class Index:
             "SELECT DISTINCT place FROM copies WHERE state = 'failing' AND (permanent = 1 OR attempts >= ?)"
             " ORDER BY place", (attempts,))]
 
-    def below_target(self, target: int) -> int:
-        """Pins with fewer than `target` copies that were fetched back and re-hashed."""
+    def below_target(self, target: int, verified_since: float = 0.0) -> int:
+        """Pins with fewer than `target` copies that were fetched back and re-hashed since then."""
         return int(self._read(
             "SELECT COUNT(*) FROM pins WHERE (SELECT COUNT(*) FROM copies WHERE copies.cid = pins.cid"
-            " AND copies.state = 'verified') < ?", (target,))[0][0])
+            " AND copies.state = 'verified' AND copies.verified >= ?) < ?", (verified_since, target))[0][0])
 
     # --- audit findings: every check kept, newest last
 
@@ -532,6 +593,152 @@ class Index:
     def token_for(self, secret: str) -> Token | None:
         rows = self._read("SELECT id, name, created FROM tokens WHERE secret_sha256 = ?", (_sha256(secret),))
         return Token(*rows[0]) if rows else None
+
+    # --- gallery search: a row per work, its words in gallery_text (FTS5), pages by keyset (node.search)
+
+    def add_gallery_entries(self, entries: Iterable[GalleryEntry]) -> int:
+        """Index works for the gallery in one transaction, skipping those indexed already; count the new.
+
+        A row's id is its work's record time in microseconds, moved on until
+        unique, so works indexed late (a backfill) still sort by when they were recorded.
+        """
+        added = 0
+        with self._write() as db:
+            for entry in entries:
+                if db.execute("SELECT 1 FROM gallery WHERE work = ?", (entry.work,)).fetchone():
+                    continue
+                created = db.execute("SELECT created FROM works WHERE cid = ?", (entry.work,)).fetchone()
+                row_id = int((created[0] if created else time.time()) * 1_000_000)
+                while db.execute("SELECT 1 FROM gallery WHERE id = ?", (row_id,)).fetchone():
+                    top = db.execute("SELECT max(id) FROM gallery WHERE id >= ? AND id < ?",
+                                     (row_id, row_id + 1_000_000)).fetchone()[0]
+                    row_id = top + 1
+                text = (entry.prompt, entry.negative_prompt, entry.model, "\n".join(entry.loras))
+                db.execute("INSERT INTO gallery (id, work, image_cid, name, family, tool, model, seed, width,"
+                           " height, prompt, negative_prompt, loras)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (row_id, entry.work, entry.image_cid, entry.name, entry.family, entry.tool,
+                            entry.model, entry.seed, entry.width, entry.height, *text[:2], text[3]))
+                db.execute("INSERT INTO gallery_text (rowid, prompt, negative_prompt, model, loras)"
+                           " VALUES (?, ?, ?, ?, ?)", (row_id, *text))
+                db.executemany("INSERT OR IGNORE INTO gallery_loras (name, id) VALUES (?, ?)",
+                               [(name, row_id) for name in entry.loras])
+                added += 1
+        return added
+
+    def works_without_gallery(self, limit: int) -> list[str]:
+        """Works the gallery does not list yet (recorded before it existed, or by a run that died)."""
+        rows = self._read("SELECT cid FROM works WHERE cid NOT IN (SELECT work FROM gallery)"
+                          " ORDER BY created LIMIT ?", (limit,))
+        return [row[0] for row in rows]
+
+    def work_row(self, cid: str) -> Work | None:
+        rows = self._read("SELECT * FROM works WHERE cid = ?", (cid,))
+        return Work(*rows[0]) if rows else None
+
+    def gallery_page(self, query: GalleryQuery) -> list[Card]:
+        """Up to query.limit + 1 cards, newest first (the extra one only says that a next page exists)."""
+        sql, params = page_sql(query)
+        return [Card(*row) for row in self._read(sql, params)]
+
+    def gallery_families(self) -> list[tuple[str, int]]:
+        """Every generator family in the gallery and how many works it has."""
+        rows = self._read("SELECT family, count(*) FROM gallery GROUP BY family ORDER BY family")
+        return [(family, int(count)) for family, count in rows]
+
+    def gallery_count(self) -> int:
+        return int(self._read("SELECT count(*) FROM gallery")[0][0])
+
+    def gallery_has_image(self, image_cid: str) -> bool:
+        return bool(self._read("SELECT 1 FROM gallery WHERE image_cid = ? LIMIT 1", (image_cid,)))
+
+    def count_works(self) -> int:
+        return int(self._read("SELECT count(*) FROM works")[0][0])
+
+    # --- audit: the copies to check, what each check found, the local store's rolling fsck
+
+    def audit_copies(self, after: tuple[str, str] = ("", ""), limit: int = 512,
+                     roots: Sequence[str] | None = None) -> list[CopyAudit]:
+        """The next `limit` copies the audit looks at (claimed or verified, nothing queued), by (cid, place).
+
+        Keyset paging (`after` = the last (cid, place) seen) keeps a round's memory flat.
+        """
+        where: str = ""
+        params: tuple[str, ...] = ()
+        if roots is not None:
+            where, params = f" AND cid IN ({', '.join('?' * len(roots))})", tuple(roots)
+        rows = self._read(
+            "SELECT cid, place, state, handle, COALESCE(claimed, verified, pushed), verified,"
+            " presence_checked, sampled_checked, full_checked, misses, attempts FROM copies"
+            " WHERE state IN ('claimed', 'verified') AND due IS NULL AND (cid, place) > (?, ?)"
+            f"{where} ORDER BY cid, place LIMIT ?", (*after, *params, limit))
+        return [CopyAudit(*row) for row in rows]
+
+    def record_audit(self, findings: Iterable[FindingRow],
+                     changes: Iterable[tuple[str, str, Mapping[str, object]]]) -> None:
+        """Keep the findings and apply each copy's change, in one transaction.
+
+        A copy the push queue took over meanwhile (due again, or no longer claimed or
+        verified) is left to it: the finding is kept, the change is not applied.
+        """
+        with self._write() as db:
+            db.executemany("INSERT INTO findings (cid, place, level, result, block, blocks, bytes, seconds,"
+                           " detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [tuple(finding) for finding in findings])
+            for cid, place, change in changes:
+                unknown = set(change) - _AUDIT_FIELDS
+                if unknown:
+                    raise ValueError(f"not copy columns: {sorted(unknown)}")
+                assignments = ", ".join(f"{name} = ?" for name in change)
+                db.execute(f"UPDATE copies SET {assignments} WHERE cid = ? AND place = ? AND due IS NULL"
+                           " AND state IN ('claimed', 'verified')", (*change.values(), cid, place))
+
+    def local_checks(self, after: str = "", limit: int = 512) -> list[tuple[str, float, float | None]]:
+        """(pin, when it was pinned, when the local store's copy was last re-hashed) by pin, after `after`."""
+        rows = self._read("SELECT pins.cid, pins.created, local_checks.at FROM pins"
+                          " LEFT JOIN local_checks ON local_checks.cid = pins.cid"
+                          " WHERE pins.cid > ? ORDER BY pins.cid LIMIT ?", (after, limit))
+        return [(cid, created, at) for cid, created, at in rows]
+
+    def record_local(self, findings: Iterable[FindingRow], checked: Iterable[str], at: float) -> None:
+        with self._write() as db:
+            db.executemany("INSERT INTO findings (cid, place, level, result, block, blocks, bytes, seconds,"
+                           " detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [tuple(finding) for finding in findings])
+            db.executemany("INSERT INTO local_checks (cid, at) VALUES (?, ?)"
+                           " ON CONFLICT (cid) DO UPDATE SET at = excluded.at",
+                           [(cid, at) for cid in checked])
+
+    def prune_findings(self, before: float) -> int:
+        """Forget passed checks older than `before`; problems are kept for good."""
+        with self._write() as db:
+            return db.execute("DELETE FROM findings WHERE result = 'ok' AND at < ?", (before,)).rowcount
+
+    def pins_below(self, target: int, verified_since: float, after: str = "",
+                   limit: int = 512) -> list[tuple[str, str, int, list[CopyRow]]]:
+        """Pins with fewer than `target` copies verified since then, by CID after `after`: each
+        (cid, kind, dag bytes, its copies)."""
+        pins = self._read(
+            "SELECT cid, kind, dag_size FROM pins WHERE cid > ? AND (SELECT COUNT(*) FROM copies"
+            " WHERE copies.cid = pins.cid AND state = 'verified' AND verified >= ?) < ? ORDER BY cid LIMIT ?",
+            (after, verified_since, target, limit))
+        copies: dict[str, list[CopyRow]] = {cid: [] for cid, _, _ in pins}
+        if pins:
+            rows = self._read(f"SELECT {_COPY_COLUMNS} FROM copies WHERE cid IN"
+                              f" ({', '.join('?' * len(pins))}) ORDER BY cid, place",
+                              tuple(cid for cid, _, _ in pins))
+            for row in map(CopyRow._make, rows):
+                copies[row.cid].append(row)
+        return [(cid, kind, dag_size, copies[cid]) for cid, kind, dag_size in pins]
+
+    def place_audit_summary(self, verified_since: float) -> list[tuple[str, int, int, float | None]]:
+        """Per place: (name, copies, copies verified since then, last check of any copy there)."""
+        rows = self._read(
+            "SELECT places.name, COUNT(copies.cid), COALESCE(SUM(copies.state = 'verified'"
+            " AND copies.verified >= ?), 0), MAX(copies.last_check) FROM places"
+            " LEFT JOIN copies ON copies.place = places.name GROUP BY places.name ORDER BY places.name",
+            (verified_since,))
+        return [(name, int(count), int(verified), last) for name, count, verified, last in rows]
 
 
 def _sha256(secret: str) -> bytes:

@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from node import car, dag, dagcbor, hamt, identity, importer, replication, signing, sources, unixfs
+from node import car, dag, dagcbor, hamt, identity, importer, replication, search, signing, sources, unixfs
 from node import cid as cids
 from node import restore as restore_plan
 from node import work as work_records
+from node.audit import AuditPolicy, counts_toward_target, detection_text, is_stale
 from node.blockstore import Blockstore, BlockWriter, Bytes, Usage
 from node.cid import Cid
 from node.errors import (
@@ -34,13 +36,15 @@ from node.errors import (
     PathError,
     PinNotFound,
     PlaceNotFound,
+    TooLarge,
     UnixFsError,
 )
 from node.index import Index, Pin, PinRequest, PinRequestQuery, Token
 from node.intake import DagIntake
 from node.profiles import Profile
 from node.remotes.base import PlaceSpec
-from node.rescue import Prepared, prepare
+from node.rescue import MAX_IMAGE_BYTES, Prepared, prepare
+from node.thumbnails import Thumbnail, Thumbnails
 from node.unixfs import BlockSink, DagLink, NodeType
 
 ProgressCallback = Callable[[int], None]
@@ -48,7 +52,6 @@ MAX_PATH_SEGMENTS = 256
 PIN_BATCH_FILES = 256
 PIN_BATCH_SECONDS = 1.0
 RESCUE_WORKERS = max(2, os.cpu_count() or 2)
-FAILING_AFTER_ATTEMPTS = 3  # a place counts as failing after this many failed tries in a row
 log = logging.getLogger("artkeep.node")
 
 
@@ -121,9 +124,10 @@ def _now_iso() -> str:
 
 
 class Node:
-    def __init__(self, home: Path, *, copies: int = 2) -> None:
+    def __init__(self, home: Path, *, copies: int = 2, audit: AuditPolicy | None = None) -> None:
         self.home = home
         self.copies = copies  # replication.copies: the target number of copies beyond this node
+        self.audit_policy = audit or AuditPolicy()  # [audit]: the verified window, what sampling detects
         home.mkdir(parents=True, exist_ok=True)
         self.store = Blockstore(home / "blocks")
         self.index = Index(home / "index.sqlite")
@@ -294,6 +298,10 @@ class Node:
 
     def has_block(self, cid: Cid) -> bool:
         return self.store.has(cid)
+
+    def dag_blocks(self, root: Cid) -> list[Cid]:
+        """Every block CID of the DAG under root, depth-first, each once (raw leaves are not read)."""
+        return [cid for cid, _ in dag.walk(root, self._get_for_walk)]
 
     def block_size(self, cid: Cid) -> int:
         return self.store.size(cid)
@@ -553,6 +561,7 @@ class Node:
         writer.flush()  # every block durable before any pin or work that needs it is recorded
         self.index.add_pins(batch.pins)
         self.index.add_works(batch.works)
+        self.index.add_gallery_entries([self._gallery_entry(work[0]) for work in batch.works])
         results = batch.results
         batch.reset()
         yield from results
@@ -737,18 +746,28 @@ class Node:
         """Every place's copy of a root, and how many were fetched back and re-hashed."""
         root = str(cid)
         kinds = {spec.name: spec.kind for spec in self.index.places()}
+        now, policy = time.time(), self.audit_policy
         views = tuple(replication.CopyView(row.place, kinds.get(row.place, "?"),
-                                           "failing" if row.permanent else row.state, row.last_check,
-                                           row.verified, row.last_error)
+                                           "failing" if row.permanent else
+                                           "stale" if is_stale(row.state, row.verified, now,
+                                                               policy.verified_window) else row.state,
+                                           row.last_check, row.verified, row.last_error)
                       for row in self.index.copies_of(root))
         verified = sum(1 for view in views if view.state == "verified")
-        return replication.Whereabouts(root, self.copies, verified, views)
+        try:
+            blocks: int | None = len(self.dag_blocks(cid))
+        except NodeError:  # damaged here: the local audit heals it; the odds are still worth showing
+            blocks = None
+        detection = detection_text(policy.samples, policy.sampled_per_day, blocks)
+        return replication.Whereabouts(root, self.copies, verified, views, detection)
 
     def replication_health(self) -> replication.Health:
         return replication.Health(
-            works_below_target=self.index.below_target(self.copies) if self.copies > 0 else 0,
+            works_below_target=(self.index.below_target(self.copies, time.time()
+                                                        - self.audit_policy.verified_window)
+                                if self.copies > 0 else 0),
             queue_depth=self.index.queue_depth(),
-            failing_places=tuple(self.index.failing_places(FAILING_AFTER_ATTEMPTS)),
+            failing_places=tuple(self.index.failing_places(self.audit_policy.failing_alert_after)),
             places=len(self.index.places()),
         )
 
@@ -785,3 +804,130 @@ class Node:
                                     f"interrupted write left {leftover.relative_to(self.home)} (harmless; "
                                     "`artkeep gc` removes it)"))
         return findings
+
+    # --- gallery: a search row per work (node.search) and thumbnails, for node.web.gallery and node.site
+
+    def gallery_backfill(self, batch: int = 256) -> int:
+        """List in the gallery up to `batch` works it does not list yet; return how many (0: none left).
+
+        For works recorded before the gallery existed, or by a run that died
+        between recording works and listing them. Call until it returns 0;
+        each batch is one transaction, so it is safe to stop and rerun.
+        """
+        missing = self.index.works_without_gallery(batch)
+        if missing:
+            self.index.add_gallery_entries([self._gallery_entry(cid) for cid in missing])
+            log.info("gallery: listed %d works recorded before it", len(missing))
+        return len(missing)
+
+    def _gallery_entry(self, work: str) -> search.GalleryEntry:
+        try:
+            return search.entry_of(work, self.work(cids.parse(work)))
+        except NodeError as exc:  # record gone or rotten: list what the index knows, so the gap shows
+            log.warning("gallery: work %s cannot be read: %s", work, exc.message)
+            row = self.index.work_row(work)
+            assert row is not None
+            return search.GalleryEntry(work, row.image_cid, row.name, row.family, tool=None, model=None,
+                                       seed=None, width=None, height=None, prompt="", negative_prompt="",
+                                       loras=())
+
+    def gallery_page(self, query: search.GalleryQuery) -> search.Page:
+        return search.page_of(self.index.gallery_page(query), query.limit)
+
+    def gallery_families(self) -> list[tuple[str, int]]:
+        return self.index.gallery_families()
+
+    def gallery_count(self) -> int:
+        return self.index.gallery_count()
+
+    def gallery_has_image(self, image: Cid) -> bool:
+        return self.index.gallery_has_image(str(image))
+
+    def count_works(self) -> int:
+        return self.index.count_works()
+
+    @cached_property
+    def _thumbnails(self) -> Thumbnails:
+        return Thumbnails(self.home / "cache" / "thumbnails")
+
+    def thumbnail(self, image: Cid) -> Thumbnail:
+        """The image's gallery thumbnail (made once, then read from the cache), or a placeholder."""
+        def read_image() -> bytes:
+            data = bytearray()
+            for piece in self.cat(str(image)):
+                data += piece
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise TooLarge(f"image {image} is over {MAX_IMAGE_BYTES} bytes")
+            return bytes(data)
+
+        return self._thumbnails.get(image, read_image)
+
+    # --- audit: what node.auditor needs beyond the methods above (the rules live in node.audit)
+
+    def plan_repairs(self, now: float | None = None) -> int:
+        """Queue copies on other places for every pin whose copies that count (verified within the
+        window, or on their way) are fewer than the target; returns how many were queued."""
+        places = self.index.places()
+        if not places or self.copies <= 0:
+            return 0
+        now = time.time() if now is None else now
+        window = self.audit_policy.verified_window
+        used = self.index.place_usage()
+        queued: list[tuple[str, str, int]] = []
+        after = ""
+        while page := self.index.pins_below(self.copies, now - window, after):
+            for root, kind, dag_size, copies in page:
+                counted = {row.place: not row.permanent and counts_toward_target(row.state, row.verified,
+                                                                                  row.due, now, window)
+                           for row in copies}
+                for name in replication.places_to_repair(self.copies, kind, dag_size, places, counted, used):
+                    queued.append((root, name, dag_size))
+                    used[name] = used.get(name, 0) + dag_size
+            after = page[-1][0]
+        return self.index.add_copies(queued, now) if queued else 0
+
+    def place_checks(self) -> list[tuple[str, int, int, float | None]]:
+        """Per place: (name, copies there, copies verified within the window, its last check of any)."""
+        return self.index.place_audit_summary(time.time() - self.audit_policy.verified_window)
+
+    def local_damage(self, root: Cid) -> tuple[list[tuple[Cid, str]], int, int]:
+        """Re-hash every block of a pin in the store: its blocks that are "missing" or "corrupt" here, and
+        the blocks and bytes that passed. What lies under a bad inner block is unseen until it is healed."""
+        bad: list[tuple[Cid, str]] = []
+        blocks = size = 0
+        seen: set[Cid] = set()
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            try:
+                block = self.store.get(cid)
+            except BlockNotFound:
+                bad.append((cid, "missing"))
+                continue
+            except BlockMismatch:
+                bad.append((cid, "corrupt"))
+                continue
+            blocks += 1
+            size += len(block)
+            stack.extend(reversed(dag.links_of(cid, block)))
+        return bad, blocks, size
+
+    def heal_block(self, cid: Cid, data: bytes) -> bool:
+        """Put back a block that is missing or damaged here, from bytes fetched elsewhere; False if it was
+        whole after all. The bytes go through put_block's checks, so only the right bytes are ever kept."""
+        if not cids.matches(cid, data):
+            raise BlockMismatch(f"the bytes offered to heal {cid} do not match it")
+        with self._lock(exclusive=False):
+            try:
+                self.store.get(cid)
+                return False
+            except BlockMismatch:
+                self.store.delete(cid)  # the one file artkeep ever replaces: a damaged one
+            except BlockNotFound:
+                pass
+        self.put_block(cid, data)
+        log.warning("healed block %s in the local store", cid, extra={"cid": str(cid)})
+        return True

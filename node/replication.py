@@ -120,3 +120,23 @@ def _fill(place: PlaceSpec, used: int) -> float:
 def escape_probability(missing_fraction: float, samples: int) -> float:
     """The chance that `samples` random blocks all miss the damage on a place missing this fraction."""
     return (1.0 - missing_fraction) ** samples
+
+
+def places_to_repair(target: int, pin_kind: str, dag_bytes: int, places: Sequence[PlaceSpec],
+                     counted: Mapping[str, bool], used: Mapping[str, int]) -> list[str]:
+    """The places to queue new copies on after an audit, so that copies that count reach `target`.
+
+    Unlike `places_to_add`, which trusts every live copy, `counted` maps place name →
+    whether that copy counts (node.audit.counts_toward_target: verified within the
+    window, or still on its way); failing, corrupt and stale copies do not. A place
+    that has a copy in any state is never picked again: the push queue works on that one.
+    """
+    have = sum(1 for place in places if counted.get(place.name) and may_hold(place, pin_kind))
+    wanted = target - have
+    if wanted <= 0:
+        return []
+    candidates = [place for place in places
+                  if place.name not in counted and may_hold(place, pin_kind)
+                  and _has_room(place, dag_bytes, used.get(place.name, 0))]
+    candidates.sort(key=lambda place: (_fill(place, used.get(place.name, 0)), place.name))
+    return [place.name for place in candidates[:wanted]]

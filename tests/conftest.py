@@ -152,7 +152,7 @@ async def serve_app(tmp_path: Path):  # type: ignore[no-untyped-def]
         for name, value in overrides.items():
             section, _, key = name.partition("_")
             values[f"{section}.{key}"] = value  # type: ignore[assignment]
-        node = Node(tmp_path / f"home{len(started)}")
+        node = Node(tmp_path / f"home{len(started)}", copies=int(values["replication.copies"]))
         app = build_app(node, ServeOptions.from_config(config.Config(values)))
         app.router.add_routes(routes)  # test-only routes, e.g. one that holds a request open
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)

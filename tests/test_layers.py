@@ -9,7 +9,7 @@ import pytest
 
 NODE = Path(__file__).resolve().parents[1] / "node"
 PURE = ["varint", "protobuf", "cid", "dagpb", "dagcbor", "car", "unixfs", "hamt", "profiles", "dag",
-        "trustless", "errors", "config", "signing", "work", "works", "restore",
+        "trustless", "errors", "config", "signing", "work", "works", "restore", "search", "audit",
         "metadata/raw", "metadata/limits", "metadata/exif", "metadata/png", "metadata/jpeg", "metadata/webp",
         "metadata/stealth", "metadata/c2pa", "metadata/container",
         "metadata/__init__", "metadata/params", "metadata/a1111", "metadata/comfyui", "metadata/invokeai",

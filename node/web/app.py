@@ -8,9 +8,10 @@ errors in its own protocol's format before they reach the root.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -18,12 +19,15 @@ from aiohttp.typedefs import Middleware
 from node import __version__
 from node.errors import NodeError
 from node.node import Node
-from node.web import gateway, kubo_rpc, psa
-from node.web.context import METRICS, NODE, OPTIONS, ServeOptions, node_of, offload
+from node.pusher import Pusher
+from node.scheduler import AuditSchedule
+from node.web import gallery, gateway, kubo_rpc, psa
+from node.web.context import METRICS, NODE, OPTIONS, PUSHER, ServeOptions, node_of, offload
 from node.web.metrics import Registry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("artkeep.http")
+AUDIT = web.AppKey("audit_schedule", AuditSchedule)
 UNLIMITED_PATHS = frozenset({"/healthz", "/metrics"})  # always answer, even when busy
 STORE_USAGE_MAX_AGE = 60.0  # seconds a /metrics store walk is reused
 
@@ -38,13 +42,44 @@ def build_app(node: Node, options: ServeOptions) -> web.Application:
     app[NODE] = node
     app[OPTIONS] = options
     app[METRICS] = metrics
-    app.router.add_get("/", _index)
+    app.router.add_get("/api", _index)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics_page(metrics))
     gateway.setup(app)
     psa.setup(app)
     kubo_rpc.setup(app)
+    gallery.setup(app)  # HTML pages at /, /works, /health, /import
+    app[PUSHER] = Pusher(node, options.push)
+    app.cleanup_ctx.append(_push_queue)
+    if node.audit_policy.schedule:
+        pusher = app[PUSHER]
+        app[AUDIT] = AuditSchedule(node, node.audit_policy, metrics=metrics,
+                                   on_repair=lambda _queued: pusher.wake.set())  # repairs go out at once
+        app.cleanup_ctx.append(_audit_schedule)
     return app
+
+
+async def _audit_schedule(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: run the audit jobs (node.scheduler) while the daemon runs; a round in flight is
+    cancelled at cleanup, and what is due then is checked after the next start."""
+    async with app[AUDIT]:
+        yield
+
+
+async def _push_queue(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: drain the push queue in the background while the daemon runs; stop it at cleanup.
+
+    Its state is the copies table, so whatever a stop interrupts is taken up again at the next start.
+    """
+    stop = asyncio.Event()
+    async with app[PUSHER] as pusher:
+        task = asyncio.create_task(pusher.serve(stop, app[OPTIONS].plan_interval), name="push queue")
+        yield
+        stop.set()
+        try:
+            await asyncio.wait_for(task, timeout=app[OPTIONS].shutdown_timeout)
+        except TimeoutError:
+            log.warning("push queue: stopped pushes in flight; they resume at the next start")
 
 
 def _limit_concurrency(limit: int, metrics: Registry) -> Middleware:
@@ -101,7 +136,9 @@ def _api_of(path: str) -> str:
     for prefix, api in (("/ipfs/", "gateway"), ("/psa", "psa"), ("/api/v0/", "kubo_rpc")):
         if path.startswith(prefix):
             return api
-    return path if path in UNLIMITED_PATHS or path == "/" else "other"
+    if path in UNLIMITED_PATHS or path == "/api":
+        return path
+    return "gallery" if path == "/" or path.startswith(gallery.PREFIXES) else "other"
 
 
 @web.middleware
@@ -116,7 +153,7 @@ async def _index(request: web.Request) -> web.Response:
     return web.json_response({
         "name": "artkeep", "version": __version__,
         "apis": {"gateway": "/ipfs/{cid}", "pinning_service": "/psa", "kubo_rpc": "/api/v0",
-                 "health": "/healthz", "metrics": "/metrics"},
+                 "health": "/healthz", "metrics": "/metrics", "gallery": "/"},
     })
 
 

@@ -19,6 +19,7 @@ from node.config import Config
 from node.errors import Unauthorized
 from node.index import Token
 from node.node import Node
+from node.pusher import Pusher, PushSettings
 from node.web.metrics import Registry
 
 _P = ParamSpec("_P")
@@ -35,6 +36,10 @@ class ServeOptions:
     shutdown_timeout: float
     fetch_allow_networks: str
     fetch_timeout: float
+    gallery_public: bool  # gallery pages readable without a login (never when private_reads is on)
+    import_profile: str  # CID profile of works imported through the gallery
+    push: PushSettings
+    plan_interval: float       # seconds between looks for pins that need more copies
 
     @classmethod
     def from_config(cls, config: Config) -> ServeOptions:
@@ -47,12 +52,17 @@ class ServeOptions:
             shutdown_timeout=float(config["serve.shutdown_timeout"]),
             fetch_allow_networks=str(config["fetch.allow_networks"]),
             fetch_timeout=float(config["fetch.timeout"]),
+            gallery_public=bool(config["gallery.public"]) and not bool(config["serve.private_reads"]),
+            import_profile=config.profile,
+            push=PushSettings.from_config(config),
+            plan_interval=float(config["push.plan_interval"]),
         )
 
 
 NODE = web.AppKey("node", Node)
 OPTIONS = web.AppKey("options", ServeOptions)
 METRICS = web.AppKey("metrics", Registry)
+PUSHER = web.AppKey("pusher", Pusher)
 TOKEN = web.RequestKey("token", Token)  # the Token that authorized this request
 
 
