@@ -215,7 +215,8 @@ class Pusher:
             handle = row.handle
             if state in ("pending", "failing", "corrupt"):
                 pushed = await remote.push(root, self._car(root), name=await self._name(row.cid),
-                                           meta={"artkeep": "1"})
+                                           # pushed before and due again: the place lost some of it
+                                           meta={"artkeep": "1"}, again=row.pushed is not None)
                 now = self._clock()
                 state, handle = pushed.state, pushed.handle
                 await self._update(row, state=state, handle=handle, pushed=now,

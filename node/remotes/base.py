@@ -105,8 +105,13 @@ class Remote(ABC):
         self.session = session
 
     @abstractmethod
-    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str]) -> Pushed:
-        """Hand the DAG under `root` to the place and ask it to pin it; idempotent (pushing twice is fine)."""
+    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str],
+                   again: bool = False) -> Pushed:
+        """Hand the DAG under `root` to the place and ask it to pin it; idempotent (pushing twice is fine).
+
+        `again`: our last read-back from there failed, so send the bytes even if the place says it
+        pins them already (it lost or damaged some).
+        """
 
     @abstractmethod
     async def presence(self, root: Cid, handle: str | None) -> Presence:

@@ -79,8 +79,9 @@ class ClusterRemote(ReadsThroughGateway):
         params += [(f"meta-{key}", value) for key, value in sorted(meta.items())]
         return params
 
-    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str]) -> Pushed:
-        if await self.presence(root, None) == "pinned":
+    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str],
+                   again: bool = False) -> Pushed:
+        if not again and await self.presence(root, None) == "pinned":
             return Pushed("claimed", detail="the cluster reports it pinned already")
         options = self._pin_options(name, meta)
         await self._add(root, car, name, options)

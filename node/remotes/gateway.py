@@ -103,7 +103,8 @@ class GatewayRemote(Remote):
                          timeout=timeout_of(spec))
         self.reader = GatewayReader(http)
 
-    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str]) -> Pushed:
+    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str],
+                   again: bool = False) -> Pushed:
         raise NotSupported(f"gateway place {self.spec.name!r} is read-only: it is an audit target")
 
     async def presence(self, root: Cid, handle: str | None) -> Presence:

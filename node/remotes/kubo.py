@@ -46,7 +46,10 @@ API: Final = "/api/v0"
 # Kubo answers a command error with HTTP 500 and a message; these phrases are what "absent" looks like
 # (js-ipfs's file blockstore says ENOENT's "no such file or directory" for a block it does not have).
 NOT_PINNED: Final = ("not pinned",)
-NO_BLOCK: Final = ("not found", "could not find", "no such block", "no such file or directory")
+# How Kubo, js-ipfs ("ENOENT: no such file or directory") and artkeep (a damaged block) say a block
+# cannot be served.
+NO_BLOCK: Final = ("not found", "could not find", "no such block", "no such file or directory",
+                   "does not match its cid")
 MAX_ERROR_BODY: Final = 4096
 log = logging.getLogger("artkeep.remotes")
 
@@ -71,8 +74,9 @@ class KuboRemote(Remote):
         self.http = PlaceHttp(spec, session, headers=auth_header(spec.token), timeout=timeout_of(spec),
                               token_required=self.token_required)
 
-    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str]) -> Pushed:
-        if await self.presence(root, None) == "pinned":
+    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str],
+                   again: bool = False) -> Pushed:
+        if not again and await self.presence(root, None) == "pinned":
             return Pushed("claimed", detail="pin/ls lists it as a recursive pin already")
         await self._import(root, car, name)
         log.info("pushed %s to %s", root, self.http.label, extra={"cid": str(root), "place": self.spec.name})

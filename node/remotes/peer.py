@@ -36,9 +36,10 @@ class PeerRemote(KuboRemote):
         self.reader = GatewayReader(self.http)
         self._identified = False
 
-    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str]) -> Pushed:
+    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str],
+                   again: bool = False) -> Pushed:
         await self.identify()
-        return await super().push(root, car, name=name, meta=meta)
+        return await super().push(root, car, name=name, meta=meta, again=again)
 
     async def remove(self, root: Cid, handle: str | None) -> None:
         await self.identify()

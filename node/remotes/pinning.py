@@ -55,7 +55,8 @@ class PinningRemote(ReadsThroughGateway):
                               timeout=timeout_of(spec), token_required=True)
         self.reader: GatewayReader | None = gateway_reader(spec, session, self.options)
 
-    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str]) -> Pushed:
+    async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str],
+                   again: bool = False) -> Pushed:
         pin: dict[str, Any] = {"cid": str(root), "origins": self.origins, "meta": dict(meta)}
         if name:
             pin["name"] = name[:MAX_NAME]

@@ -56,9 +56,7 @@ async def test_audit_reads_jsipfs_blocks_back_and_names_the_one_it_lost(jsipfs: 
         assert not removed.get("Error"), removed
         [finding] = await audit(node, "sampled")
         # js-ipfs answers a removed block with HTTP 500 "Failed to get block: ENOENT: no such file or
-        # directory"; the kubo remote reads only "not found"-like 500s as a missing block, so until it
-        # knows this one the finding may say unreachable, with js-ipfs's words in its detail.
-        assert (finding.result, finding.block) == ("missing", str(lost)) or (
-            finding.result == "unreachable" and "ENOENT" in finding.detail), finding
+        # directory": for the auditor that block is missing there.
+        assert (finding.result, finding.block) == ("missing", str(lost)), finding
         assert node.whereis(work.root).verified_copies == 0
         assert [view.state for view in node.whereis(work.root).places] == ["failing"]
