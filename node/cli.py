@@ -912,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--retry", action="store_true", help="retry copies that failed for good or were "
                      "corrupt (after fixing a token or quota)")
     sub = command("whereis", cmd_whereis, "Show every place's copy of a pin: pending, pushed, claimed, "
-                  "verified, stale, failing or corrupt, when it was last checked, and the odds the "
+                  "verified, failing or corrupt, when it was last checked, and the odds the "
                   "sampled audits give.")
     sub.add_argument("cids", nargs="+", metavar="CID")
     sub = command("audit", cmd_audit, "Check that places still hold the bytes of each pin (and the local "

@@ -96,7 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
                                             "(a rolling fsck; damaged blocks are healed from a verified "
                                             "copy)."),
     Setting("audit", "verified_window", 7, "Days a passed sampled or full check keeps a copy counted as "
-                                           "verified; older, it shows as stale and does not count."),
+                                           "verified; older, it is only claimed again and does not count."),
     Setting("audit", "concurrency_per_place", 2, "Checks running at once against any one place."),
     Setting("audit", "check_timeout", 60, "Seconds one sampled check may take before the place counts as "
                                           "unreachable."),

@@ -749,8 +749,9 @@ class Node:
         now, policy = time.time(), self.audit_policy
         views = tuple(replication.CopyView(row.place, kinds.get(row.place, "?"),
                                            "failing" if row.permanent else
-                                           "stale" if is_stale(row.state, row.verified, now,
-                                                               policy.verified_window) else row.state,
+                                           # proof older than the window: back to the place's word
+                                           "claimed" if is_stale(row.state, row.verified, now,
+                                                                 policy.verified_window) else row.state,
                                            row.last_check, row.verified, row.last_error)
                       for row in self.index.copies_of(root))
         verified = sum(1 for view in views if view.state == "verified")

@@ -257,3 +257,16 @@ def test_quota_sizes(size: str) -> None:
     from node.cli import _parse_size
 
     assert _parse_size(size) == {"500MB": 500 * 10 ** 6, "2GiB": 2 * 1024 ** 3, "123": 123}[size]
+
+
+async def test_the_bandwidth_limit_spaces_uploads_out() -> None:
+    from node.pusher import Throttle
+
+    throttle = Throttle(4_000_000)  # bytes per second, for every upload together
+    started = time.monotonic()
+    await asyncio.gather(*(throttle.take(1_000_000) for _ in range(4)))
+    assert 0.7 <= time.monotonic() - started < 3  # 4 MB at 4 MB/s: the first is free, three wait
+    unlimited = Throttle(0)
+    started = time.monotonic()
+    await unlimited.take(10 ** 12)
+    assert time.monotonic() - started < 0.1
