@@ -716,12 +716,6 @@ class Node:
     def places(self) -> list[PlaceSpec]:
         return self.index.places()
 
-    def place(self, name: str) -> PlaceSpec:
-        for spec in self.index.places():
-            if spec.name == name:
-                return spec
-        raise PlaceNotFound(f"no place named {name!r} (see `artkeep place ls`)")
-
     def plan_copies(self, roots: Iterable[str] | None = None, now: float | None = None) -> int:
         """Queue pushes so every pin (or only `roots`) has `copies` live copies; returns how many."""
         places = self.index.places()

@@ -97,16 +97,8 @@ def places_to_add(target: int, pin_kind: str, dag_bytes: int, places: Sequence[P
     go first to the places with the most room left (fraction of quota, then name),
     and never beyond a quota.
     """
-    live = sum(1 for place in places
-               if states.get(place.name) in LIVE_STATES and may_hold(place, pin_kind))
-    wanted = target - live
-    if wanted <= 0:
-        return []
-    candidates = [place for place in places
-                  if place.name not in states and may_hold(place, pin_kind)
-                  and _has_room(place, dag_bytes, used_bytes.get(place.name, 0))]
-    candidates.sort(key=lambda place: (_fill(place, used_bytes.get(place.name, 0)), place.name))
-    return [place.name for place in candidates[:wanted]]
+    counted = {name: state in LIVE_STATES for name, state in states.items()}
+    return places_to_repair(target, pin_kind, dag_bytes, places, counted, used_bytes)
 
 
 def _has_room(place: PlaceSpec, dag_bytes: int, used: int) -> bool:

@@ -53,7 +53,7 @@ def files(record: Mapping[str, Value], read_file: ReadFile) -> Iterator[tuple[st
             raw_text.setdefault(key, text)
     for key, file_name in WORKFLOW_FILES.items():
         text = raw_text.get(key)
-        if text is not None and _is_json(text):
+        if text is not None and is_json(text):
             yield file_name, text.encode("utf-8")
     infotext = raw_text.get("parameters")
     if infotext is None or "Steps:" not in infotext:
@@ -72,7 +72,7 @@ def _entry_text(entry: Mapping[str, Value], read_file: ReadFile) -> str | None:
     return None
 
 
-def _is_json(text: str) -> bool:
+def is_json(text: str) -> bool:
     try:
         json.loads(text)
     except (ValueError, RecursionError):

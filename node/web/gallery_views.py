@@ -315,7 +315,7 @@ def work_file(record: Mapping[str, Value], name: str, read_file: Callable[[Cid],
     for entry in raw:
         if keys and entry.get("key") == keys[0]:
             found = raw_text(entry, read_file)
-            if found is not None and _is_json(found):
+            if found is not None and restore.is_json(found):
                 return found.encode()
     return None
 
@@ -405,14 +405,6 @@ def _mapping(value: object) -> dict[str, Any]:
 
 def _list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError):
-        return False
-    return True
 
 
 # --- templates and static files
