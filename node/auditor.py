@@ -358,7 +358,7 @@ class Auditor:
             if self._on_repair is not None:
                 self._on_repair(repairs)
         await self._alert_failing_places()
-        await asyncio.to_thread(self.node.index.prune_findings, now - self.policy.keep_days * audit.DAY)
+        await asyncio.to_thread(self.node.index.roll_up_findings, now - self.policy.keep_days * audit.DAY)
         return repairs
 
     async def _alert_failing_places(self) -> None:

@@ -708,7 +708,9 @@ def cmd_whereis(args: argparse.Namespace, out: Output) -> int:
             lines = [f"{where.cid}: {where.verified_copies} verified of {where.target} wanted"]
             for view in where.places:
                 checked = _when(view.last_check) if view.last_check else "never"
-                lines.append(f"  {view.place:<16} {view.state:<9} last check {checked}"
+                proof = (f", {sum(view.passed.values())} checks passed since {_when(view.passed_since)}"
+                         if view.passed_since else "")
+                lines.append(f"  {view.place:<16} {view.state:<9} last check {checked}{proof}"
                              + (f"  ({view.error})" if view.error and view.state in ("failing", "corrupt")
                                 else ""))
             if not where.places:
@@ -718,7 +720,8 @@ def cmd_whereis(args: argparse.Namespace, out: Output) -> int:
             out.result({"cid": where.cid, "verified_copies": where.verified_copies, "target": where.target,
                         "places": [{"name": view.place, "kind": view.kind, "state": view.state,
                                     "last_check": _iso(view.last_check), "verified": _iso(view.verified),
-                                    "error": view.error} for view in where.places],
+                                    "error": view.error, "passed_checks": dict(view.passed),
+                                    "passed_since": _iso(view.passed_since)} for view in where.places],
                         "detection": where.detection, "checked_at": _iso(time.time())}, "\n".join(lines))
     return EXIT_OK
 

@@ -105,8 +105,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("audit", "webhook", "", "URL that gets a JSON POST when a place starts failing (empty: no "
                                     "webhook; the log line and the artkeep_places_failing metric are "
                                     "always there)."),
-    Setting("audit", "keep_days", 7, "Days passed checks are kept in the findings table; problems are kept "
-                                     "for good."),
+    Setting("audit", "keep_days", 7, "Days passed checks are kept one row each in the findings table; "
+                                     "older ones are rolled up per copy, level and month (counts, blocks, "
+                                     "bytes, first and last time). Problems are kept one row each for good."),
     Setting("audit", "tick", 300, "Seconds between the daemon's looks for checks that are due."),
     Setting("gallery", "public", True,
             "Let anyone who can reach the daemon browse the gallery (read-only pages, thumbnails, images) "

@@ -166,6 +166,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         cid      TEXT PRIMARY KEY,   -- pins.cid
         at       REAL NOT NULL       -- when every block of it was last re-hashed in the local store
     )"""),
+    # Passed checks older than audit.keep_days, rolled up per copy, level and month (UTC) so the record
+    # of every check survives without a row each: a home server makes ~10 checks per copy a day.
+    ("""
+    CREATE TABLE findings_months (
+        cid      TEXT NOT NULL,
+        place    TEXT NOT NULL,      -- '' for the local store
+        level    TEXT NOT NULL,
+        month    TEXT NOT NULL,      -- 'YYYY-MM', UTC
+        checks   INTEGER NOT NULL,   -- passed checks rolled up here
+        blocks   INTEGER NOT NULL,   -- blocks they fetched and re-hashed, in total
+        bytes    INTEGER NOT NULL,
+        seconds  REAL NOT NULL,
+        first_at REAL NOT NULL,
+        last_at  REAL NOT NULL,
+        PRIMARY KEY (cid, place, level, month)
+    )""",),
 )
 
 
@@ -709,10 +725,30 @@ class Index:
                            " ON CONFLICT (cid) DO UPDATE SET at = excluded.at",
                            [(cid, at) for cid in checked])
 
-    def prune_findings(self, before: float) -> int:
-        """Forget passed checks older than `before`; problems are kept for good."""
+    def roll_up_findings(self, before: float) -> int:
+        """Fold passed checks older than `before` into findings_months; returns how many rows it folded.
+        Problems stay one row each, for good."""
         with self._write() as db:
+            db.execute(
+                "INSERT INTO findings_months (cid, place, level, month, checks, blocks, bytes, seconds,"
+                " first_at, last_at)"
+                " SELECT cid, place, level, strftime('%Y-%m', at, 'unixepoch'), COUNT(*), SUM(blocks),"
+                " SUM(bytes), SUM(seconds), MIN(at), MAX(at) FROM findings WHERE result = 'ok' AND at < ?"
+                " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+                " ON CONFLICT (cid, place, level, month) DO UPDATE SET checks = checks + excluded.checks,"
+                " blocks = blocks + excluded.blocks, bytes = bytes + excluded.bytes,"
+                " seconds = seconds + excluded.seconds, first_at = MIN(first_at, excluded.first_at),"
+                " last_at = MAX(last_at, excluded.last_at)", (before,))
             return db.execute("DELETE FROM findings WHERE result = 'ok' AND at < ?", (before,)).rowcount
+
+    def passed_checks(self, cid: str) -> dict[tuple[str, str], tuple[int, float | None]]:
+        """Per (place, level) of one root: passed checks ever, and the first one's time (None: none)."""
+        rows = self._read(
+            "SELECT place, level, SUM(checks), MIN(first_at) FROM (SELECT place, level, COUNT(*) AS checks,"
+            " MIN(at) AS first_at FROM findings WHERE cid = ? AND result = 'ok' GROUP BY place, level"
+            " UNION ALL SELECT place, level, checks, first_at FROM findings_months WHERE cid = ?)"
+            " GROUP BY place, level", (cid, cid))
+        return {(place, level): (int(checks), first) for place, level, checks, first in rows}
 
     def pins_below(self, target: int, verified_since: float, after: str = "",
                    limit: int = 512) -> list[tuple[str, str, int, list[CopyRow]]]:

@@ -741,12 +741,14 @@ class Node:
         root = str(cid)
         kinds = {spec.name: spec.kind for spec in self.index.places()}
         now, policy = time.time(), self.audit_policy
+        passed = self.index.passed_checks(root)
         views = tuple(replication.CopyView(row.place, kinds.get(row.place, "?"),
                                            "failing" if row.permanent else
                                            # proof older than the window: back to the place's word
                                            "claimed" if is_stale(row.state, row.verified, now,
                                                                  policy.verified_window) else row.state,
-                                           row.last_check, row.verified, row.last_error)
+                                           row.last_check, row.verified, row.last_error,
+                                           *replication.passed_at(row.place, passed))
                       for row in self.index.copies_of(root))
         verified = sum(1 for view in views if view.state == "verified")
         try:

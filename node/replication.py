@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from node.remotes.base import PlaceSpec
@@ -29,6 +29,8 @@ class CopyView:
     last_check: float | None
     verified: float | None
     error: str | None
+    passed: Mapping[str, int] = field(default_factory=dict)  # level → passed checks ever (kept or rolled up)
+    passed_since: float | None = None                         # the first of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,15 @@ class Backoff:
         raw = min(self.cap, self.base * 2.0 ** max(0, attempts - 1))
         jittered = raw * (0.5 + rng.random() / 2)  # spreads retries so a recovering place is not stampeded
         return max(jittered, min(retry_after or 0.0, self.cap))
+
+
+def passed_at(place: str, passed: Mapping[tuple[str, str], tuple[int, float | None]]) \
+        -> tuple[dict[str, int], float | None]:
+    """One place's share of a root's passed checks ((place, level) → (count, first time)): counts per
+    level, and the time of the first."""
+    mine = {level: value for (name, level), value in passed.items() if name == place}
+    firsts = [first for _, first in mine.values() if first is not None]
+    return {level: count for level, (count, _) in mine.items()}, min(firsts, default=None)
 
 
 def may_hold(place: PlaceSpec, pin_kind: str) -> bool:

@@ -64,6 +64,15 @@ class AuditSchedule:
         await asyncio.gather(*self._rounds, return_exceptions=True)
         await self.auditor.__aexit__(*exc_info)
 
+    def next_run(self, level: str) -> datetime | None:
+        """When the job of this level fires next (None once the schedule stopped)."""
+        job = self._scheduler.get_job(f"audit-{level}")
+        return None if job is None else job.next_run_time
+
+    def fire_now(self, level: str) -> None:
+        """Run this level's job at once, as its trigger would (the next runs keep their times)."""
+        self._scheduler.get_job(f"audit-{level}").modify(next_run_time=datetime.now().astimezone())
+
     async def _round(self, level: str, budget: float | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None

@@ -16,12 +16,16 @@ import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
+import aiohttp
 import pytest
 from aiohttp import web
 from PIL import Image, PngImagePlugin
 
+from node import cid as cids
 from node import config, sources
 from node.audit import AuditPolicy
 from node.auditor import Auditor, RoundReport
@@ -31,10 +35,11 @@ from node.node import Node
 from node.profiles import get_profile
 from node.pusher import Pusher, PushSettings
 from node.remotes.base import PlaceSpec
+from node.scheduler import AuditSchedule
 from node.web.app import AUDIT, build_app
 from node.web.context import PUSHER, ServeOptions
 from tests.conftest import ArtkeepCli
-from tests.fault_servers import FaultServer, status, tamper
+from tests.fault_servers import FaultServer, serve, status, tamper
 
 # Sampled checks here fetch every block (no work has 64), so each damaged block is found every time.
 POLICY = AuditPolicy(schedule=False, samples=64, failing_alert_after=1, check_timeout=10, tick=1)
@@ -222,6 +227,63 @@ async def test_presence_is_never_proof_and_liars_are_never_counted(daemons: Star
     source.close()
 
 
+def pinned_everywhere(root: Cid, *, listing: bool) -> bytes:
+    """A PSA answer for a pin the service claims it holds: what a liar says to every question."""
+    status = {"requestid": "liar-1", "status": "pinned", "created": "2026-11-21T00:00:00Z",
+              "pin": {"cid": str(root)}, "delegates": []}
+    return json.dumps({"count": 1, "results": [status]} if listing else status).encode()
+
+
+def lying_pinning_service(front: FaultServer, root: Cid) -> None:
+    """Turn `front` into a FAKE pinning service whose PSA status and gateway HEAD say "pinned" for root
+    whatever it holds. GETs of blocks go on to its upstream (a real daemon), or are 404 without one."""
+    front.inject(serve(pinned_everywhere(root, listing=False)), path="/psa/pins/", method="GET")
+    front.inject(serve(pinned_everywhere(root, listing=True)), path="/psa/pins", method="GET")
+    front.inject(status(200, headers={"Content-Type": "application/vnd.ipld.raw"}), path="/ipfs/",
+                 method="HEAD")
+
+
+async def test_a_pinning_service_that_says_pinned_but_serves_wrong_bytes_or_nothing_never_counts(
+        daemons: StartDaemon, tmp_path: Path) -> None:
+    source = Node(tmp_path / "source", copies=2, audit=POLICY)
+    root = await asyncio.to_thread(make_work, source, tmp_path / "art", "beacon")
+    upstream = await daemons("upstream")  # a real daemon that holds the work: the wrong-bytes liar's store
+    car_path = tmp_path / "work.car"
+    with car_path.open("wb") as out:
+        source.export_car(root, out.write)
+    with car_path.open("rb") as stream:
+        upstream.node.import_car(stream, "beacon")
+    async with FaultServer(upstream=upstream.url) as wrong, FaultServer() as empty:
+        for liar in (wrong, empty):
+            lying_pinning_service(liar, root)
+        wrong.inject(tamper(-5), path="/ipfs/", method="GET")  # every block and CAR it serves is off
+        for name, liar in (("wrong", wrong), ("empty", empty)):
+            options = {"gateway": liar.url, "origins": "http://127.0.0.1:9", "timeout": "5"}
+            source.add_place(PlaceSpec(name, "pinning", f"{liar.url}/psa", "psa-token", options))
+        await push_all(source, replace(FAST_PUSH, verify=False))
+        assert states(source, root) == {"empty": "claimed", "wrong": "claimed"}  # found pinned at once
+
+        found, _ = await audit(source, "presence")
+        assert sorted((f.place, f.result) for f in found) == [("empty", "ok"), ("wrong", "ok")]
+        async with aiohttp.ClientSession() as client, client.head(f"{empty.url}/ipfs/{root}") as head:
+            assert head.status == 200  # its gateway answers HEAD too: still no proof
+        assert source.whereis(root).verified_copies == 0
+
+        found, _ = await audit(source, "sampled")
+        assert {f.place: f.result for f in found} == {"wrong": "corrupt", "empty": "missing"}, found
+        assert source.whereis(root).verified_copies == 0
+        assert source.replication_health().works_below_target == 1
+        assert states(source, root) == {"empty": "failing", "wrong": "corrupt"}
+        assert all(f.block in {str(cid) for cid in source.dag_blocks(root)} for f in found)
+
+        # The push queue, which reads every block back before it says verified, is not fooled either.
+        source.retry_copies([str(root)])
+        await push_all(source)
+        assert states(source, root) == {"empty": "failing", "wrong": "corrupt"}
+        assert source.whereis(root).verified_copies == 0
+    source.close()
+
+
 async def test_a_damaged_local_block_is_healed_from_a_verified_copy(daemons: StartDaemon,
                                                                      tmp_path: Path) -> None:
     source = Node(tmp_path / "source", copies=1, audit=POLICY)
@@ -350,3 +412,75 @@ async def test_audit_command_prints_one_finding_per_line_and_exits_by_the_worst(
     status = (await asyncio.to_thread(artkeep, "status", "--json")).records()[0]
     assert status["place_checks"][0]["name"] == "p" and status["below_target"] == 1  # type: ignore[index]
     assert "escapes one check" in str(status["detection"])
+
+
+async def test_the_nightly_full_round_fires_at_its_hour_checks_every_block_and_keeps_to_its_budget(
+        daemons: StartDaemon, tmp_path: Path) -> None:
+    policy = replace(POLICY, schedule=True, tick=3600, full_at=(datetime.now().hour + 5) % 24,
+                     full_cycle_days=0.1 / 86400)  # every copy is due for its full check every 0.1 s
+    source = Node(tmp_path / "source", copies=1, audit=policy)
+    roots = [await asyncio.to_thread(make_work, source, tmp_path / "art", f"n{i}") for i in range(3)]
+    place = await daemons("p")
+    source.add_place(kubo_place("p", place, place.token))
+    await push_all(source)
+
+    async def fired(schedule: AuditSchedule, level: str) -> RoundReport:
+        schedule.reports.pop(level, None)
+        schedule.fire_now(level)
+        deadline = asyncio.get_running_loop().time() + 30
+        while level not in schedule.reports and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        return schedule.reports[level]
+
+    async with AuditSchedule(source, replace(policy, full_budget=1e-6)) as schedule:
+        next_full = schedule.next_run("full")
+        assert next_full is not None and (next_full.hour, next_full.minute) == (policy.full_at, 0)
+        assert timedelta(0) < next_full - datetime.now().astimezone() <= timedelta(days=1)
+        cut_short = await fired(schedule, "full")
+        assert cut_short.unfinished and cut_short.checks == 0  # the time box ends the night's round
+        assert schedule.next_run("full") == next_full  # the nightly time is unchanged
+    await asyncio.sleep(0.2)  # a full cycle and more since the push queue's read-back: all are due
+    async with AuditSchedule(source, policy) as schedule:
+        report = await fired(schedule, "full")
+    assert not report.unfinished and report.results == {"ok": 3}
+    full = [f for f in source.index.recent_findings(100) if f.level == "full" and f.place == "p"]
+    pushed_checks = 3  # the push queue's read-back is a full check too
+    assert len(full) == pushed_checks + 3
+    assert {f.cid for f in full[-3:]} == {str(root) for root in roots}
+    assert all(f.blocks == len(source.dag_blocks(cids.parse(f.cid))) for f in full[-3:])
+    source.close()
+
+
+async def test_old_passed_checks_are_rolled_up_by_month_and_problems_stay_one_by_one(
+        daemons: StartDaemon, artkeep: ArtkeepCli, tmp_path: Path) -> None:
+    place = await daemons("p")
+    artkeep.home.mkdir(parents=True)
+    (artkeep.home / "config.toml").write_text("[replication]\ncopies = 1\n[audit]\nkeep_days = 30\n")
+    with Node(artkeep.home) as node:
+        root = await asyncio.to_thread(make_work, node, tmp_path / "art", "ledger")
+        node.add_place(kubo_place("p", place, place.token))
+        await push_all(node)
+        day, now = 86400.0, datetime(2026, 11, 21, tzinfo=UTC).timestamp()
+        old = [FindingRow(str(root), "p", "sampled", "ok", None, 5, 1000, 0.5, "", now - days * day)
+               for days in (40, 45, 50, 65)]  # three in October, one in September (UTC)
+        lost = FindingRow(str(root), "p", "sampled", "missing", "bafkb", 0, 0, 0.1, "lost", now - 60 * day)
+        recent = FindingRow(str(root), "p", "full", "ok", None, 5, 1000, 1.0, "", now - day)
+        node.index.add_findings([*old, lost, recent])
+        before = node.index.passed_checks(str(root))
+
+        assert node.index.roll_up_findings(now - 30 * day) == 4
+        assert node.index.roll_up_findings(now - 30 * day) == 0
+        kept = node.index.recent_findings(100, str(root))
+        assert lost in kept and recent in kept and not set(old) & set(kept)
+        assert node.index.passed_checks(str(root)) == before  # nothing forgotten, only folded
+        months = node.index._read("SELECT month, checks, blocks, bytes FROM findings_months ORDER BY month")
+        assert months == [("2026-09", 1, 5, 1000), ("2026-10", 3, 15, 3000)]
+        node.index.add_findings([old[0]._replace(at=now - 41 * day)])
+        node.index.roll_up_findings(now - 30 * day)  # lands in October's row, which grows
+        october = node.index._read("SELECT checks, bytes FROM findings_months WHERE month = '2026-10'")
+        assert october == [(4, 4000)]
+
+    where = (await asyncio.to_thread(artkeep, "whereis", "--json", str(root))).records()[0]
+    [view] = cast(list[dict[str, Any]], where["places"])
+    assert view["passed_checks"]["sampled"] == 5 and view["passed_checks"]["full"] >= 2  # push read-back too
+    assert view["passed_since"] == datetime.fromtimestamp(now - 65 * day, UTC).isoformat(timespec="seconds")
