@@ -367,8 +367,8 @@ class Auditor:
         if self._failing_metric is not None:
             self._failing_metric.set(len(failing))
         for place in sorted(failing - self._failing):
-            log.warning("place %s is failing: its copies cannot be verified; pins it held get copies "
-                        "elsewhere", place, extra={"place": place})
+            log.warning("place %s is failing: some of its copies cannot be verified (pins below the target "
+                        "get copies elsewhere)", place, extra={"place": place})
             await self._webhook({"event": "place_failing", "place": place, "at": self._clock(),
                                  "failing_places": sorted(failing)})
         for place in sorted(self._failing - failing):

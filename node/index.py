@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from node.audit import CopyAudit
 from node.errors import InputError, StoreError
@@ -183,6 +183,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         PRIMARY KEY (cid, place, level, month)
     )""",),
 )
+
+
+# Copies that count toward the target: not those a gateway place only watches (node.replication.counts).
+_COUNTS: Final = "copies.place NOT IN (SELECT name FROM places WHERE kind = 'gateway')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,7 +574,8 @@ class Index:
         """Pins with fewer than `target` copies that were fetched back and re-hashed since then."""
         return int(self._read(
             "SELECT COUNT(*) FROM pins WHERE (SELECT COUNT(*) FROM copies WHERE copies.cid = pins.cid"
-            " AND copies.state = 'verified' AND copies.verified >= ?) < ?", (verified_since, target))[0][0])
+            f" AND copies.state = 'verified' AND copies.verified >= ? AND {_COUNTS}) < ?",
+            (verified_since, target))[0][0])
 
     # --- audit findings: every check kept, newest last
 
@@ -756,7 +761,8 @@ class Index:
         (cid, kind, dag bytes, its copies)."""
         pins = self._read(
             "SELECT cid, kind, dag_size FROM pins WHERE cid > ? AND (SELECT COUNT(*) FROM copies"
-            " WHERE copies.cid = pins.cid AND state = 'verified' AND verified >= ?) < ? ORDER BY cid LIMIT ?",
+            f" WHERE copies.cid = pins.cid AND state = 'verified' AND verified >= ? AND {_COUNTS}) < ?"
+            " ORDER BY cid LIMIT ?",
             (after, verified_since, target, limit))
         copies: dict[str, list[CopyRow]] = {cid: [] for cid, _, _ in pins}
         if pins:

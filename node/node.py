@@ -717,7 +717,8 @@ class Node:
         return self.index.places()
 
     def plan_copies(self, roots: Iterable[str] | None = None, now: float | None = None) -> int:
-        """Queue pushes so every pin (or only `roots`) has `copies` live copies; returns how many."""
+        """Queue pushes so every pin (or only `roots`) has `copies` live copies, and a copy to watch on
+        each gateway place that should serve it; returns how many."""
         places = self.index.places()
         if not places:
             return 0
@@ -730,6 +731,9 @@ class Node:
                                                    states.get(pin.cid, {}), used):
                 queued.append((pin.cid, name, pin.dag_size))
                 used[name] = used.get(name, 0) + pin.dag_size
+            have = states.get(pin.cid, {})
+            queued.extend((pin.cid, place.name, pin.dag_size) for place in places
+                          if replication.watches(place, pin.kind) and place.name not in have)
         return self.index.add_copies(queued, time.time() if now is None else now)
 
     def retry_copies(self, roots: Iterable[str]) -> int:
@@ -750,7 +754,7 @@ class Node:
                                            row.last_check, row.verified, row.last_error,
                                            *replication.passed_at(row.place, passed))
                       for row in self.index.copies_of(root))
-        verified = sum(1 for view in views if view.state == "verified")
+        verified = sum(1 for view in views if view.state == "verified" and replication.counts(view.kind))
         try:
             blocks: int | None = len(self.dag_blocks(cid))
         except NodeError:  # damaged here: the local audit heals it; the odds are still worth showing

@@ -89,9 +89,24 @@ def passed_at(place: str, passed: Mapping[tuple[str, str], tuple[int, float | No
 
 
 def may_hold(place: PlaceSpec, pin_kind: str) -> bool:
-    """Whether the policy lets `place` hold a pin of this kind (a work, or any other pin)."""
-    if place.kind == "gateway":
-        return False
+    """Whether the policy lets `place` hold a pin of this kind (a work, or any other pin): a place
+    the push queue may pick to keep a copy that counts toward the target."""
+    return place.kind != "gateway" and _holds(place, pin_kind)
+
+
+def watches(place: PlaceSpec, pin_kind: str) -> bool:
+    """Whether `place` is a gateway that should serve pins of this kind. Nothing is sent there and its
+    copies never count toward the target (a gateway promises nothing), but they are read back and
+    audited like any other, so a gateway that stops serving a work is noticed."""
+    return place.kind == "gateway" and _holds(place, pin_kind)
+
+
+def counts(kind: str) -> bool:
+    """Whether a verified copy on a place of this kind counts toward the target."""
+    return kind != "gateway"
+
+
+def _holds(place: PlaceSpec, pin_kind: str) -> bool:
     if place.holds == "works":
         return pin_kind == "work"
     if place.holds == "pins":

@@ -484,3 +484,39 @@ async def test_old_passed_checks_are_rolled_up_by_month_and_problems_stay_one_by
     [view] = cast(list[dict[str, Any]], where["places"])
     assert view["passed_checks"]["sampled"] == 5 and view["passed_checks"]["full"] >= 2  # push read-back too
     assert view["passed_since"] == datetime.fromtimestamp(now - 65 * day, UTC).isoformat(timespec="seconds")
+
+
+async def test_a_gateway_place_is_watched_and_audited_but_never_counted_toward_the_target(
+        daemons: StartDaemon, tmp_path: Path) -> None:
+    source = Node(tmp_path / "source", copies=1, audit=POLICY)
+    served, elsewhere = [await asyncio.to_thread(make_work, source, tmp_path / "art", name)
+                         for name in ("tide", "ember")]
+    holder, gateway = await daemons("holder"), await daemons("gw")
+    with (tmp_path / "tide.car").open("wb") as out:
+        source.export_car(served, out.write)
+    with (tmp_path / "tide.car").open("rb") as stream:
+        gateway.node.import_car(stream, "tide")  # the gateway serves one of the two works, on its own
+    async with FaultServer(upstream=gateway.url) as liar:
+        # A FAKE gateway in front of the same store: HEAD says it serves everything, GETs flip a byte.
+        liar.inject(status(200, headers={"Content-Type": "application/vnd.ipld.raw"}), path="/ipfs/",
+                    method="HEAD")
+        liar.inject(tamper(-3), path="/ipfs/", method="GET")
+        source.add_place(kubo_place("holder", holder, holder.token))
+        source.add_place(PlaceSpec("gw", "gateway", gateway.url, None, {"timeout": "5"}))
+        source.add_place(PlaceSpec("liar", "gateway", liar.url, None, {"timeout": "5"}))
+        await push_all(source)
+        assert {method for method, _ in liar.requests} == {"HEAD", "GET"}  # nothing is sent to a gateway
+        assert states(source, served) == {"holder": "verified", "gw": "verified", "liar": "corrupt"}
+        assert states(source, elsewhere) == {"holder": "verified", "gw": "failing", "liar": "failing"}
+        assert [pin.name for pin in gateway.node.pins()] == ["tide"]
+
+        # Only the place that keeps copies for us counts; the gateway's verified copy is an extra.
+        assert [source.whereis(root).verified_copies for root in (served, elsewhere)] == [1, 1]
+        found, report = await audit(source, "sampled")
+        assert sorted((f.cid == str(served), f.place, f.result) for f in found) == [
+            (False, "holder", "ok"), (True, "gw", "ok"), (True, "holder", "ok")]
+        assert report.repairs == 0
+        source.remove_place("holder")
+        assert source.whereis(served).verified_copies == 0 and states(source, served)["gw"] == "verified"
+        assert source.replication_health().works_below_target == 2
+    source.close()

@@ -259,8 +259,11 @@ async def test_a_gateway_is_read_only_and_audits_what_it_serves(source: tuple[Se
     assert result.ok and result.bytes_verified == work.dag_bytes
     with pytest.raises(BlockMissing):
         await remote.get_block(ABSENT)
-    with pytest.raises(NotSupported):
-        await remote.push(work.root, work.body(), name=work.name, meta={})
+    # Nothing is ever sent to a gateway: a "push" only looks whether it serves the root.
+    pushed = await remote.push(work.root, work.body(), name=work.name, meta={})
+    assert (pushed.state, pushed.handle) == ("claimed", None)
+    with pytest.raises(BlockMissing, match="only watched"):
+        await remote.push(ABSENT, work.body(), name=work.name, meta={})
     with pytest.raises(NotSupported):
         await remote.remove(work.root, None)
 

@@ -11,7 +11,10 @@ Options of a `gateway` place:
     timeout   seconds to wait for a connection or for the next bytes of an answer (default 60)
 The token, if any, goes as `Authorization: Bearer` (an artkeep node with serve.private_reads).
 `presence` is `HEAD /ipfs/{cid}?format=raw`: 200 → pinned; 404, 410 (and 412, a gateway
-answering only from its cache) → missing. push and remove raise NotSupported.
+answering only from its cache) → missing. A gateway place watches every pin its `holds`
+allows: `push` sends nothing, it asks `presence` and is `claimed` when the gateway serves the
+root (BlockMissing otherwise); the push queue and the audit then read the blocks back. remove
+raises NotSupported.
 """
 
 from __future__ import annotations
@@ -105,7 +108,12 @@ class GatewayRemote(Remote):
 
     async def push(self, root: Cid, car: CarBody, *, name: str, meta: Mapping[str, str],
                    again: bool = False) -> Pushed:
-        raise NotSupported(f"gateway place {self.spec.name!r} is read-only: it is an audit target")
+        """Nothing can be sent to a gateway: a copy there is one it serves on its own. "Pushing" looks
+        whether it does (then the queue reads every block back); until it does, the copy is failing."""
+        if await self.reader.presence(root) == "pinned":
+            return Pushed("claimed", None, "the gateway serves it")
+        raise BlockMissing(self.reader.http.scrub(f"{self.reader.http.label}: does not serve {root} (a "
+                                                  "gateway is only watched; nothing can be pushed to it)"))
 
     async def presence(self, root: Cid, handle: str | None) -> Presence:
         return await self.reader.presence(root)
