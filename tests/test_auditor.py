@@ -107,6 +107,15 @@ def leaves(node: Node, root: Cid) -> list[Cid]:
     return [cid for cid in node.dag_blocks(root) if cid.codec == RAW]
 
 
+def hand_over(source: Node, target: Node, root: Cid, tmp_path: Path) -> None:
+    """Pin root on target from source's CAR, with no push queue involved."""
+    car_path = tmp_path / f"{root}.car"
+    with car_path.open("wb") as out:
+        source.export_car(root, out.write)
+    with car_path.open("rb") as stream:
+        target.import_car(stream, str(root))
+
+
 def flip_a_byte(node: Node, cid: Cid) -> None:
     path = node.store.path_of(cid)
     data = bytearray(path.read_bytes())
@@ -248,11 +257,7 @@ async def test_a_pinning_service_that_says_pinned_but_serves_wrong_bytes_or_noth
     source = Node(tmp_path / "source", copies=2, audit=POLICY)
     root = await asyncio.to_thread(make_work, source, tmp_path / "art", "beacon")
     upstream = await daemons("upstream")  # a real daemon that holds the work: the wrong-bytes liar's store
-    car_path = tmp_path / "work.car"
-    with car_path.open("wb") as out:
-        source.export_car(root, out.write)
-    with car_path.open("rb") as stream:
-        upstream.node.import_car(stream, "beacon")
+    hand_over(source, upstream.node, root, tmp_path)
     async with FaultServer(upstream=upstream.url) as wrong, FaultServer() as empty:
         for liar in (wrong, empty):
             lying_pinning_service(liar, root)
@@ -492,10 +497,7 @@ async def test_a_gateway_place_is_watched_and_audited_but_never_counted_toward_t
     served, elsewhere = [await asyncio.to_thread(make_work, source, tmp_path / "art", name)
                          for name in ("tide", "ember")]
     holder, gateway = await daemons("holder"), await daemons("gw")
-    with (tmp_path / "tide.car").open("wb") as out:
-        source.export_car(served, out.write)
-    with (tmp_path / "tide.car").open("rb") as stream:
-        gateway.node.import_car(stream, "tide")  # the gateway serves one of the two works, on its own
+    hand_over(source, gateway.node, served, tmp_path)  # the gateway serves one of the two works, on its own
     async with FaultServer(upstream=gateway.url) as liar:
         # A FAKE gateway in front of the same store: HEAD says it serves everything, GETs flip a byte.
         liar.inject(status(200, headers={"Content-Type": "application/vnd.ipld.raw"}), path="/ipfs/",
@@ -508,7 +510,7 @@ async def test_a_gateway_place_is_watched_and_audited_but_never_counted_toward_t
         assert {method for method, _ in liar.requests} == {"HEAD", "GET"}  # nothing is sent to a gateway
         assert states(source, served) == {"holder": "verified", "gw": "verified", "liar": "corrupt"}
         assert states(source, elsewhere) == {"holder": "verified", "gw": "failing", "liar": "failing"}
-        assert [pin.name for pin in gateway.node.pins()] == ["tide"]
+        assert [pin.cid for pin in gateway.node.pins()] == [str(served)]
 
         # Only the place that keeps copies for us counts; the gateway's verified copy is an extra.
         assert [source.whereis(root).verified_copies for root in (served, elsewhere)] == [1, 1]
