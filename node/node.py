@@ -296,6 +296,10 @@ class Node:
         """A block's bytes, re-hashed against its CID (BlockNotFound, BlockMismatch)."""
         return self.store.get(cid)
 
+    def get_block_if_cached(self, cid: Cid, max_size: int) -> bytes | None:
+        """get_block without waiting for the disk: None unless the block is small and in the page cache."""
+        return self.store.get_if_cached(cid, max_size)
+
     def has_block(self, cid: Cid) -> bool:
         return self.store.has(cid)
 
@@ -921,14 +925,7 @@ class Node:
         whole after all. The bytes go through put_block's checks, so only the right bytes are ever kept."""
         if not cids.matches(cid, data):
             raise BlockMismatch(f"the bytes offered to heal {cid} do not match it")
-        with self._lock(exclusive=False):
-            try:
-                self.store.get(cid)
-                return False
-            except BlockMismatch:
-                self.store.delete(cid)  # the one file artkeep ever replaces: a damaged one
-            except BlockNotFound:
-                pass
-        self.put_block(cid, data)
+        if not self.put_block(cid, data):  # a damaged file is replaced by the right bytes
+            return False
         log.warning("healed block %s in the local store", cid, extra={"cid": str(cid)})
         return True

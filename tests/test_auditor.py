@@ -181,12 +181,13 @@ async def test_audit_names_exactly_the_damaged_copies_and_repair_restores_the_ta
     assert source.replication_health().works_below_target == 2
 
     await push_all(source)  # the queue sends the repairs, and tries the failing copies again
-    # a lost a block: the re-push sends the whole CAR again, so a holds it again. b keeps its rotted
-    # file (an artkeep node never overwrites a block file it has; its own audit heals it), c is down.
-    assert states(source, first) == {"a": "verified", "b": "failing", "c": "failing", "d": "verified",
+    # The re-push sends the whole CAR again: a gets back the block it lost, and b replaces its rotted
+    # file with the right bytes (a damaged block is the one file a store replaces). c is down.
+    assert states(source, first) == {"a": "verified", "b": "verified", "c": "failing", "d": "verified",
                                      "e": "verified", "f": "verified"}
     assert states(source, second) == {"a": "verified", "b": "verified", "c": "failing", "d": "verified"}
-    assert [source.whereis(root).verified_copies for root in (first, second)] == [4, 3]
+    assert [source.whereis(root).verified_copies for root in (first, second)] == [5, 3]
+    assert places["b"].node.get_block(flipped) == source.get_block(flipped)
     assert source.replication_health().works_below_target == 0
 
     again, report = await audit(source, "sampled")

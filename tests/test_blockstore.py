@@ -108,3 +108,41 @@ def test_parallel_writer_stores_everything_and_reports_the_first_failure(tmp_pat
     assert all(store.get(raw(data)) == data for data in blocks)
     with pytest.raises(BlockMismatch), store.writer(threads=2) as writer:
         writer.put(raw(b"a"), [b"b"])
+
+
+def rot(store: Blockstore, block_cid: cid.Cid) -> None:
+    path = store.path_of(block_cid)
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("way", ["put", "writer", "staging"])
+def test_the_right_bytes_replace_a_damaged_block_and_never_a_whole_one(tmp_path: Path, way: str) -> None:
+    store = Blockstore(tmp_path / "blocks")
+    damaged, whole = b"rotted on disk", b"still whole"
+    damaged_cid, whole_cid = raw(damaged), raw(whole)
+    store.put(damaged_cid, [damaged])
+    store.put(whole_cid, [whole])
+    rot(store, damaged_cid)
+    whole_inode = store.path_of(whole_cid).stat().st_ino
+    assert not store.holds_whole(damaged_cid) and store.holds_whole(whole_cid)
+
+    if way == "put":
+        assert store.put(damaged_cid, [damaged]) is True and store.put(whole_cid, [whole]) is False
+        store.sync()
+    elif way == "writer":
+        with store.writer() as writer:
+            writer.put(damaged_cid, [damaged])
+            writer.put(whole_cid, [whole])
+            writer.flush()
+    else:
+        staging = store.staging()
+        staging.put(damaged_cid, damaged)
+        staging.put(whole_cid, whole)
+        assert staging.commit() == 1
+
+    assert store.get(damaged_cid) == damaged
+    assert store.path_of(whole_cid).stat().st_ino == whole_inode  # write-once: never rewritten
+    assert store.temp_files() == []
