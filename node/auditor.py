@@ -37,8 +37,8 @@ from node.cid import Cid
 from node.errors import InputError, NodeError
 from node.index import FindingRow
 from node.node import Node
-from node.remotes import open_remote
 from node.remotes.base import NotSupported, PlaceSpec, Remote, RemoteError
+from node.remotes.kinds import open_remote
 from node.remotes.readback import ReadBack, read_back
 from node.web.metrics import Registry
 

@@ -36,8 +36,8 @@ from node.config import Config
 from node.errors import NodeError
 from node.index import CopyRow, FindingRow
 from node.node import Node
-from node.remotes import open_remote
 from node.remotes.base import CarBody, NotSupported, Permanent, PlaceSpec, Remote, RemoteError
+from node.remotes.kinds import open_remote
 from node.remotes.readback import read_back
 
 log = logging.getLogger("artkeep.push")

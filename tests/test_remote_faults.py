@@ -22,10 +22,11 @@ import pytest
 
 from node.cid import Cid
 from node.errors import BlockNotFound
-from node.remotes import open_remote, validate_spec
+from node.remotes import validate_spec
 from node.remotes.base import Permanent, PlaceSpec, Retryable
 from node.remotes.cluster import cluster_presence
 from node.remotes.http import retry_after
+from node.remotes.kinds import open_remote
 from node.remotes.readback import read_back, sample
 from tests import test_remotes_contract as contract
 from tests.conftest import Served

@@ -28,7 +28,7 @@ from node.cid import Cid
 from node.errors import InputError
 from node.node import Node
 from node.profiles import get_profile
-from node.remotes import KIND_OPTIONS, REMOTES, open_remote, validate_spec
+from node.remotes import KIND_OPTIONS, validate_spec
 from node.remotes.base import (
     BlockMissing,
     CarBody,
@@ -39,6 +39,7 @@ from node.remotes.base import (
     Pushed,
     Remote,
 )
+from node.remotes.kinds import REMOTES, open_remote
 from node.remotes.readback import read_back
 from tests.cluster_standin import ClusterStandin
 from tests.conftest import Served

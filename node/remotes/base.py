@@ -19,9 +19,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
-import aiohttp
+if TYPE_CHECKING:  # only named in annotations: the CLI imports this module and should not pay for aiohttp
+    import aiohttp
 
 from node.cid import Cid
 

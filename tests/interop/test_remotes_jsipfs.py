@@ -20,8 +20,9 @@ import pytest
 
 from node.cid import Cid
 from node.node import Node
-from node.remotes import open_remote, validate_spec
+from node.remotes import validate_spec
 from node.remotes.base import BlockMissing
+from node.remotes.kinds import open_remote
 from node.remotes.readback import read_back
 from tests.interop.jsipfs import JsIpfs
 from tests.test_remotes_contract import (
