@@ -102,12 +102,14 @@ class _RescueBatch:
     results: list[Rescued] = field(default_factory=list)
     pins: list[tuple[str, str, str | None, int, int, str]] = field(default_factory=list)
     works: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    entries: list[search.GalleryEntry] = field(default_factory=list)
     images: dict[tuple[str, str], Cid] = field(default_factory=dict)  # new in this batch: (image, source)
     pinned: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
     def reset(self) -> None:
-        self.results, self.pins, self.works, self.images, self.pinned = [], [], [], {}, set()
+        self.results, self.pins, self.works, self.entries = [], [], [], []
+        self.images, self.pinned = {}, set()
         self.started = time.monotonic()
 
 
@@ -552,6 +554,7 @@ class Node:
             batch.pins.append((str(made.cid), name, profile.name, link.filesize, prepared.dag_size, "work"))
             batch.works.append((str(made.cid), str(link.cid), item.name, label,
                                 made.extraction.generator.family))
+            batch.entries.append(search.entry_of(str(made.cid), made.value))  # no need to read it back
             batch.images[(str(link.cid), label)] = made.cid
         work_cid = known or made.cid
         batch.results.append(Rescued(item.display, "duplicate" if known else "new", link.cid, link.filesize,
@@ -565,7 +568,7 @@ class Node:
         writer.flush()  # every block durable before any pin or work that needs it is recorded
         self.index.add_pins(batch.pins)
         self.index.add_works(batch.works)
-        self.index.add_gallery_entries([self._gallery_entry(work[0]) for work in batch.works])
+        self.index.add_gallery_entries(batch.entries)
         results = batch.results
         batch.reset()
         yield from results

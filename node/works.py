@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 
 from node import unixfs, work
 from node.cid import Cid
+from node.dagcbor import Value
 from node.metadata import Extraction, extract
 from node.metadata.container import sniff
 from node.profiles import Profile
@@ -29,6 +30,7 @@ class MadeWork:
     sidecars: dict[str, DagLink]  # suffix → the sidecar file stored with the work
     record: bytes  # the record block (already given to the sink)
     extraction: Extraction
+    value: Mapping[str, Value]  # the same record as data: what decoding the block gives back
 
 
 def is_image(head: bytes) -> bool:
@@ -57,6 +59,7 @@ def make(data: bytes, file_name: str, source: str | None, profile: Profile, seed
         [entry for entry in container.entries if entry.source != "sidecar"],
         work.Provenance(file_name, source, now_iso), store_blob, sidecars=side, c2pa=extraction.c2pa,
     )
-    cid, block = work.encode(work.sign(record, seed))
+    signed = work.sign(record, seed)
+    cid, block = work.encode(signed)
     sink(cid, [block])
-    return MadeWork(image, cid, side_links, block, extraction)
+    return MadeWork(image, cid, side_links, block, extraction, signed)

@@ -213,3 +213,19 @@ def test_the_node_key_is_private(artkeep: ArtkeepCli, tmp_path: Path) -> None:
     key = artkeep.home / "identity.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert len(key.read_bytes()) == 32
+
+
+@pytest.mark.parametrize("image", sorted(p.name for p in (SHARED / "fixtures" / "images").iterdir()
+                                         if p.suffix in (".png", ".jpg", ".jpeg", ".webp")
+                                         and p.stat().st_size > 0))
+def test_the_gallery_facts_of_a_new_work_are_those_of_its_stored_record(image: str) -> None:
+    from node import search, works
+    from node.profiles import get_profile
+
+    data = (SHARED / "fixtures" / "images" / image).read_bytes()
+    blocks: dict[object, bytes] = {}
+    made = works.make(data, image, "tests", get_profile("unixfs-v1-2025"), new_seed(),
+                      "2026-11-21T00:00:00Z", lambda cid, parts: blocks.update({cid: b"".join(parts)}))
+    assert blocks[made.cid] == made.record
+    stored = work.decode(made.record)
+    assert search.entry_of(str(made.cid), made.value) == search.entry_of(str(made.cid), stored)
