@@ -18,8 +18,11 @@ in a subprocess, then measures, against that one server:
   reading each block file, and reading and hashing it (what the store does
   on every read);
 - each stream and baseline twice: from the disk (the block files dropped
-  from the page cache first, with posix_fadvise DONTNEED) and from the cache.
+  from the page cache first, with posix_fadvise DONTNEED) and from the cache,
+  in every round, the best of the rounds kept for streams and baseline alike.
   The CAR target compares the two disk figures;
+- the server's CPU time (user + system, from /proc) per raw request and per
+  GiB streamed: steadier than rates on a shared machine, to compare runs;
 - the server's peak RSS (VmHWM from /proc) at the end.
 
 Everything stays on 127.0.0.1. MB is 10^6 bytes.
@@ -89,6 +92,11 @@ class Server:
         if not self.url.startswith("http://127.0.0.1:"):
             raise BenchError(f"artkeep serve listens on {self.url}, not loopback")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mib(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
@@ -151,7 +159,8 @@ def raw_with_wrk(url: str, paths_file: Path, duration: float, connections: int, 
     percentiles = {int(p): _ms(value, unit) for p, value, unit in
                    re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", done.stdout, re.MULTILINE)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
-    return {"tool": "wrk 1 thread", "requests_s": rps, "p50_ms": percentiles.get(50),
+    requests = int(re.search(r"(\d+) requests in", done.stdout)[1])  # type: ignore[index]
+    return {"tool": "wrk 1 thread", "requests_s": rps, "requests": requests, "p50_ms": percentiles.get(50),
             "p99_ms": percentiles.get(99), "non_2xx": int(errors[1]) if errors else 0}
 
 
@@ -184,7 +193,7 @@ def render(facts: dict[str, Any], result: dict[str, Any], found: list[dict[str, 
         f"raw blocks ({result['blocks']} blocks of {human_size(result['block_size'])}, {raw['tool']}, "
         f"{result['connections']} connections, {result['duration']:g} s)",
         f"  {raw['requests_s']:,.0f} requests/s, p50 {raw['p50_ms']:.2f} ms, p99 {raw['p99_ms']:.2f} ms, "
-        f"non-2xx {raw['non_2xx']}",
+        f"non-2xx {raw['non_2xx']}; server CPU {result['server_cpu']['raw_us_per_request']:.0f} µs a request",
         "",
         f"CAR streaming of {human_size(result['car_bytes'])} ({result['car_blocks']} blocks), best of "
         f"{result['repeat']}",
@@ -195,8 +204,11 @@ def render(facts: dict[str, Any], result: dict[str, Any], found: list[dict[str, 
             ("read the block files (baseline)", disk["cold_read_mb_s"], disk["warm_read_mb_s"]),
             ("read + sha256 the block files", disk["cold_verify_mb_s"], disk["warm_verify_mb_s"]))),
         "  (from disk: the block files were dropped from the page cache before each run)",
+        f"  server CPU per GiB streamed: {result['server_cpu']['car_s_per_gib']:.2f} s for CARs, "
+        f"{result['server_cpu']['file_s_per_gib']:.2f} s for files (mean of all rounds)",
         "",
-        f"server peak RSS {result['server_peak_rss_mib']:.1f} MiB",
+        f"server peak RSS {result['server_peak_rss_mib']:.1f} MiB; "
+        f"load average {result['load_end'][0]} at the end",
         "", "targets",
     ]
     for verdict in found:
@@ -273,26 +285,36 @@ def main(argv: Sequence[str]) -> int:
         note("artkeep pin of the big file", started)
         root = pin_big_file(home, big, logs)
         big.unlink()
-        disk = run_worker("disk", {"home": str(home), "root": root}, logs / "disk", timeout_for(big_size))
         server = Server(home, logs)
         note(f"server at {server.url}; raw blocks", started)
+        cpu_before = server.cpu_seconds()
         if shutil.which("wrk"):
             raw = raw_with_wrk(server.url, paths_file, args.duration, args.connections, logs)
         else:
             raw = run_worker("raw_load", {"url": server.url, "paths_file": str(paths_file),
                                           "duration": args.duration, "connections": args.connections},
                              logs / "raw", args.duration + 120)
-        note("CAR and file streaming", started)
+        raw_cpu = server.cpu_seconds() - cpu_before
+        note("CAR and file streaming, and the disk baseline, in each round", started)
         streams: dict[str, float] = {}
+        stream_cpu = {"car": 0.0, "file": 0.0}
+        disk: dict[str, Any] = {}
         for _ in range(args.repeat):
+            baseline = run_worker("disk", {"home": str(home), "root": root}, logs / "disk",
+                                  timeout_for(big_size))
+            disk = {key: max(value, disk.get(key, value)) for key, value in baseline.items()}
             for cache in ("cold", "warm"):
                 for kind, query in (("car", "?format=car"), ("file", "")):
                     if cache == "cold":
                         run_worker("evict", {"home": str(home), "root": root}, logs / "evict", 600)
+                    cpu_before = server.cpu_seconds()
                     run = car_with_curl(f"{server.url}/ipfs/{root}{query}", big_size)
+                    stream_cpu[kind] += server.cpu_seconds() - cpu_before
                     key = f"{cache}_{kind}"
                     streams[key] = min(streams.get(key, float("inf")), run["seconds"])
         rss = server.peak_rss_mib()
+        rounds = 2 * args.repeat  # cold and warm
+        gib_streamed = {"car": disk["bytes"] / GIB * rounds, "file": big_size / GIB * rounds}
 
         def stream_bytes(key: str) -> int:
             return int(disk["bytes"]) if key.endswith("car") else big_size  # CAR framing is not counted
@@ -304,6 +326,10 @@ def main(argv: Sequence[str]) -> int:
             "streams_mb_s": {key: round(stream_bytes(key) / seconds / MB, 1)
                              for key, seconds in streams.items()},
             "disk": disk, "server_peak_rss_mib": round(rss, 1),
+            "server_cpu": {"raw_us_per_request": round(raw_cpu / max(raw["requests"], 1) * 1e6, 1),
+                           **{f"{kind}_s_per_gib": round(stream_cpu[kind] / gib_streamed[kind], 3)
+                              for kind in ("car", "file")}},
+            "load_end": [round(x, 2) for x in os.getloadavg()],
         }
         found = verdicts(result)
         document = {"machine": facts, "results": result, "targets": found}
@@ -423,7 +449,7 @@ def worker_raw_load(url: str, paths_file: str, duration: float, connections: int
     elapsed = asyncio.run(run())
     latencies.sort()
     return {"tool": "aiohttp client", "requests_s": len(latencies) / elapsed,
-            "p50_ms": latencies[len(latencies) // 2] * 1000,
+            "requests": len(latencies), "p50_ms": latencies[len(latencies) // 2] * 1000,
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
             "non_2xx": failures}
 

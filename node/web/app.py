@@ -1,9 +1,10 @@
 """The root aiohttp application: shared middlewares, /healthz, /metrics, and the API sub-apps.
 
-I/O edge. Middlewares, outermost first: a concurrency limit (429 beyond
-serve.max_concurrent_requests), then request metrics and one structured log
-line per request, then NodeError → a JSON error. Each API sub-app renders
-errors in its own protocol's format before they reach the root.
+I/O edge. One middleware does, outermost first: a concurrency limit (429
+beyond serve.max_concurrent_requests), then request metrics and one
+structured log line per request, then NodeError → a JSON error. Each API
+(the gateway in its handler, the others as sub-apps) renders errors in its
+own protocol's format before they reach the root.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from node.pusher import Pusher
 from node.scheduler import AuditSchedule
 from node.web import gallery, gateway, kubo_rpc, psa
 from node.web.context import METRICS, NODE, OPTIONS, PUSHER, ServeOptions, node_of, offload
-from node.web.metrics import Registry
+from node.web.metrics import Counter, Histogram, Registry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("artkeep.http")
@@ -36,8 +37,7 @@ def build_app(node: Node, options: ServeOptions) -> web.Application:
     metrics = Registry()
     app = web.Application(
         client_max_size=options.max_request_bytes,
-        middlewares=[_limit_concurrency(options.max_concurrent_requests, metrics),
-                     _observe(metrics), _node_errors],
+        middlewares=[_front(options.max_concurrent_requests, metrics)],
     )
     app[NODE] = node
     app[OPTIONS] = options
@@ -82,54 +82,54 @@ async def _push_queue(app: web.Application) -> AsyncIterator[None]:
             log.warning("push queue: stopped pushes in flight; they resume at the next start")
 
 
-def _limit_concurrency(limit: int, metrics: Registry) -> Middleware:
+def _front(limit: int, metrics: Registry) -> Middleware:
+    """The root middlewares as one (a coroutine layer a request, not three), outermost first."""
     in_flight = metrics.gauge("artkeep_http_requests_in_flight", "Requests being handled now.")
     refused = metrics.counter("artkeep_http_requests_refused_total",
                               "Requests refused with 429 because too many were in flight.")
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in UNLIMITED_PATHS:
-            return await handler(request)
-        if in_flight.value >= limit:
-            refused.inc()
-            return web.json_response({"error": f"busy: {limit} requests in flight; retry shortly"},
-                                     status=429, headers={"Retry-After": "1"})
-        in_flight.add(1)
-        try:
-            return await handler(request)
-        finally:
-            in_flight.add(-1)
-
-    return middleware
-
-
-def _observe(metrics: Registry) -> Middleware:
     requests = metrics.counter("artkeep_http_requests_total", "HTTP requests answered, by API and status.")
     seconds = metrics.histogram("artkeep_http_request_duration_seconds",
                                 "Time to answer an HTTP request, by API.")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        limited = request.path not in UNLIMITED_PATHS
+        if limited:
+            if in_flight.value >= limit:
+                refused.inc()
+                return web.json_response({"error": f"busy: {limit} requests in flight; retry shortly"},
+                                         status=429, headers={"Retry-After": "1"})
+            in_flight.add(1)
         started = time.perf_counter()
         status = 500
         try:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except NodeError as exc:
+                response = web.json_response({"error": exc.message}, status=exc.http_status)
             status = response.status
             return response
         except web.HTTPException as exc:
             status = exc.status
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            api = _api_of(request.path)
-            requests.inc(api=api, method=request.method, status=str(status))
-            seconds.observe(elapsed, api=api)
-            log.info("%s %s %d %.1f ms", request.method, request.path_qs, status, elapsed * 1000,
-                     extra={"method": request.method, "path": request.path, "status": status,
-                            "ms": round(elapsed * 1000, 2), "remote": request.remote})
+            if limited:
+                in_flight.add(-1)
+            _observe(request, status, time.perf_counter() - started, requests, seconds)
 
     return middleware
+
+
+def _observe(request: web.Request, status: int, elapsed: float, requests: Counter,
+             seconds: Histogram) -> None:
+    """Request metrics, and one log line when the level lets it through (its fields cost µs to build)."""
+    api = _api_of(request.path)
+    requests.inc(api=api, method=request.method, status=str(status))
+    seconds.observe(elapsed, api=api)
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s %s %d %.1f ms", request.method, request.path_qs, status, elapsed * 1000,
+                 extra={"method": request.method, "path": request.path, "status": status,
+                        "ms": round(elapsed * 1000, 2), "remote": request.remote})
 
 
 def _api_of(path: str) -> str:
@@ -139,14 +139,6 @@ def _api_of(path: str) -> str:
     if path in UNLIMITED_PATHS or path == "/api":
         return path
     return "gallery" if path == "/" or path.startswith(gallery.PREFIXES) else "other"
-
-
-@web.middleware
-async def _node_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except NodeError as exc:
-        return web.json_response({"error": exc.message}, status=exc.http_status)
 
 
 async def _index(request: web.Request) -> web.Response:

@@ -1,7 +1,10 @@
 """What every handler shares: the Node, the serve options, metrics, token checks, off-loop calls.
 
-Handlers never touch SQLite or the disk on the event loop: `offload` runs a
-Node call on a worker thread. Write and admin endpoints call
+Handlers never touch SQLite or wait for the disk on the event loop: `offload`
+runs a Node call on a worker thread. The one exception is the gateway's raw
+fast path, which reads a small block on the loop only when it is already in
+the page cache (RWF_NOWAIT; only the open() of a file whose folder entry is
+not cached can still wait). Write and admin endpoints call
 `require_token(request, write=True)`; read endpoints call it with
 write=False, which only asks for a token when `serve.private_reads` is on.
 """

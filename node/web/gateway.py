@@ -1,11 +1,14 @@
 """The read side over HTTP: the IPFS trustless gateway (raw blocks, CARs) and files for browsers, under /ipfs.
 
 I/O edge, thin: node/trustless.py decides formats, scopes, headers and
-which blocks go out; this module reads blocks off the event loop (one
-offloaded read per raw block; CARs and files in batches, the next batch
-read while the last is being sent) and writes with backpressure. It never
-fetches from the network: what is not in the store is 404. Errors are
-text/plain, as gateways answer them.
+which blocks go out; this module reads blocks and writes with backpressure.
+Every block is re-hashed before it goes out. A small raw block already in
+the page cache is read and hashed on the loop (a thread hop costs more than
+the work); any other read is off the loop: CARs and files in batches, the
+next batch gathered while the last is sent, its blocks read and hashed
+ahead on a small pool of their own. It never fetches from the network:
+what is not in the store is 404. Errors are text/plain, as gateways answer
+them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import functools
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
 from urllib.parse import unquote, urlencode
 
@@ -32,41 +36,55 @@ from node.unixfs import NodeType
 from node.web.context import node_of, require_token
 
 log = logging.getLogger("artkeep.gateway")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _T = TypeVar("_T")
 
+INLINE_BLOCK_BYTES = 64 * 1024  # cached blocks up to this are read and hashed on the loop (tens of µs)
 BATCH_BYTES = 4 * 1024 * 1024  # read this much per trip to a worker thread
 BATCH_PIECES = 1024
-READ_AHEAD = 8  # block files hinted to the OS ahead of a stream (8 MiB with 1 MiB chunks)
+READ_AHEAD = 16  # block files hinted to the OS ahead of a stream (16 MiB with 1 MiB chunks)
+PREFETCH_BLOCKS = 4  # blocks read and verified ahead of a stream, on the read pool
+READ_THREADS = 2  # the read pool: two blocks hashed at once (hashlib lets go of the GIL)
+READ_POOL = web.AppKey("gateway_read_pool", ThreadPoolExecutor)
 PREFIX = "/ipfs/"
 
 
 def setup(app: web.Application) -> None:
-    """Mount the gateway routes on the root app."""
-    gateway = web.Application(middlewares=[_plain_errors])
-    gateway.router.add_get("/{cid}", _handle)
-    gateway.router.add_get("/{cid}/{path:.*}", _handle)
-    app.add_subapp("/ipfs", gateway)
+    """Mount the gateway routes on the root app (not a sub-app: that costs two more layers a request)."""
+    app.router.add_get(PREFIX + "{cid}", _handle)
+    app.router.add_get(PREFIX + "{cid}/{path:.*}", _handle)
+    # Streams read their blocks on a few threads of their own, not on any of the default
+    # executor's many: each thread that allocates megabyte blocks keeps a glibc arena.
+    app[READ_POOL] = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="artkeep-block-read")
+    app.cleanup_ctx.append(_read_pool)
 
 
-@web.middleware
-async def _plain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except NodeError as exc:
-        # A block that rotted in our own store is our fault, not a bad upstream's.
-        status = 500 if isinstance(exc, IntegrityError) else exc.http_status
-        if status >= 500:
-            log.error("%s %s: %s", request.method, request.path, exc.message)
-        headers = {"X-Content-Type-Options": "nosniff"}
-        if isinstance(exc, trustless.Unsatisfiable):
-            headers["Content-Range"] = f"bytes */{exc.size}"
-        return web.Response(status=status, text=exc.message + "\n", headers=headers)
+async def _read_pool(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: stop the read pool's threads once the server stops (reads in flight finish)."""
+    yield
+    app[READ_POOL].shutdown(wait=False, cancel_futures=True)
 
 
+def _plain_error(request: web.Request, exc: NodeError) -> web.Response:
+    # A block that rotted in our own store is our fault, not a bad upstream's.
+    status = 500 if isinstance(exc, IntegrityError) else exc.http_status
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.path, exc.message)
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if isinstance(exc, trustless.Unsatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size}"
+    return web.Response(status=status, text=exc.message + "\n", headers=headers)
+
+
+# Recently served CIDs keep their parsed form and their header values: a CID's text
+# costs a base32 encoding, a few µs each time, and a raw block takes ~100 µs in all.
 @functools.lru_cache(maxsize=4096)
 def _parse_cid(text: str) -> Cid:
     return cids.parse(text)
+
+
+_cid_text = functools.lru_cache(maxsize=4096)(str)
+_raw_etag = functools.lru_cache(maxsize=4096)(trustless.raw_etag)
+_disposition = functools.lru_cache(maxsize=4096)(trustless.content_disposition)
 
 
 async def _run(fn: Callable[..., _T], *args: object) -> _T:
@@ -104,8 +122,8 @@ class _Request:
 
     def trustless_headers(self, etag: str, content_type: str, extension: str) -> CIMultiDict[str]:
         headers = self.base_headers(etag, content_type)
-        name = self.request.query.get("filename") or f"{self.root}.{extension}"
-        headers["Content-Disposition"] = trustless.content_disposition("attachment", name)
+        name = self.request.query.get("filename") or f"{_cid_text(self.root)}.{extension}"
+        headers["Content-Disposition"] = _disposition("attachment", name)
         if self.negotiated.by_accept:
             query = {**self.request.query, "format": self.negotiated.format.value}
             headers["Content-Location"] = f"{self.request.rel_url.raw_path}?{urlencode(query)}"
@@ -113,6 +131,13 @@ class _Request:
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _answer(request)
+    except NodeError as exc:
+        return _plain_error(request, exc)
+
+
+async def _answer(request: web.Request) -> web.StreamResponse:
     await require_token(request, write=False)
     asked = _Request(request)
     if "only-if-cached" in request.headers.get("Cache-Control", "") \
@@ -131,7 +156,7 @@ async def _raw(asked: _Request) -> web.StreamResponse:
     cid = asked.root
     if asked.segments:
         cid = (await _run(trustless.resolve, cid, asked.segments, asked.node.get_block)).terminal
-    etag = trustless.raw_etag(cid)
+    etag = _raw_etag(cid)
     headers = asked.trustless_headers(etag, trustless.MEDIA_RAW, "bin")
     headers["Accept-Ranges"] = "bytes"
     if asked.not_modified(etag) or asked.head:
@@ -140,7 +165,9 @@ async def _raw(asked: _Request) -> web.StreamResponse:
             return web.Response(status=304, headers=headers)
         headers["Content-Length"] = str(size)
         return _head_response(headers)
-    block = await _run(asked.node.get_block, cid)
+    block = asked.node.get_block_if_cached(cid, INLINE_BLOCK_BYTES)
+    if block is None:
+        block = await _run(asked.node.get_block, cid)
     wanted = trustless.parse_range(_range_header(asked, etag), len(block))
     if wanted is None:
         return web.Response(body=block, headers=headers)
@@ -176,9 +203,10 @@ async def _car(asked: _Request) -> web.StreamResponse:
         return web.Response(status=304, headers=headers)
     if asked.head:
         return web.Response(headers=headers)
-    read_ahead = _ReadAhead(asked.node)
-    read_ahead.note(plan.resolved.terminal, plan.terminal_block)
-    blocks = trustless.car_blocks(plan, read_ahead.get_block, variant.dups)
+    expected = plan.byte_range[1] - plan.byte_range[0] + 1 if plan.byte_range else None
+    prefetch = _Prefetch(asked.node, asked.request.config_dict[READ_POOL], expected)
+    prefetch.note(plan.resolved.terminal, plan.terminal_block)
+    blocks = trustless.car_blocks(plan, prefetch.get_block, variant.dups)
     response = web.StreamResponse(headers=headers)
     await response.prepare(asked.request)
     await response.write(car.encode_header([asked.root]))
@@ -187,31 +215,45 @@ async def _car(asked: _Request) -> web.StreamResponse:
     return response
 
 
-class _ReadAhead:
-    """A get_block for one stream that tells the OS which block files come next.
+class _Prefetch:
+    """A get_block for one stream that reads and verifies the blocks it expects next, on the read pool.
 
     It follows the walk's depth-first order: the links of each block read go
-    to the front of the queue, and the next READ_AHEAD of them are hinted, so
-    the disk reads ahead while this thread hashes. A wrong guess (a link the
-    scope skips) costs only a hint.
+    to the front of the queue, and the next READ_AHEAD of them are hinted to
+    the OS, so the disk works ahead. Once the walk asks for a block, the next
+    PREFETCH_BLOCKS are also read and hashed on the pool's threads (hashlib
+    lets go of the GIL, so two cores hash at once). Each block is verified
+    before it is handed out, and errors come from get_block at the same point
+    of the walk as without prefetching. A wrong guess (a link the scope or
+    range skips) costs a hint, or a read once the walk is under way; a stream
+    expected to be small (a short range) only hints, so it wastes no reads.
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, pool: Executor, expected_bytes: int | None = None) -> None:
         self._node = node
+        self._pool = pool
+        self._depth = PREFETCH_BLOCKS if expected_bytes is None or expected_bytes > BATCH_BYTES else 0
         self._upcoming: deque[Cid] = deque()
         self._queued: set[Cid] = set()
         self._advised: set[Cid] = set()
+        self._reads: dict[Cid, Future[bytes]] = {}
 
     def get_block(self, cid: Cid) -> bytes:
-        block = self._node.get_block(cid)
+        read = self._reads.pop(cid, None)
+        block = read.result() if read is not None else self._node.get_block(cid)
         self.note(cid, block)
+        for next_cid in itertools.islice(self._upcoming, self._depth):
+            if next_cid not in self._reads and next_cid.hash_code != cids.IDENTITY:
+                self._reads[next_cid] = self._pool.submit(self._node.get_block, next_cid)
         return block
 
     def note(self, cid: Cid, block: bytes) -> None:
         """cid was just read (here, or before the stream began): hint what follows it."""
         if cid in self._queued:
-            while self._upcoming and self._upcoming.popleft() != cid:
-                pass
+            while self._upcoming and (skipped := self._upcoming.popleft()) != cid:
+                read = self._reads.pop(skipped, None)
+                if read is not None:
+                    read.cancel()
         if cid.codec != cids.RAW:
             links = [link for link in dag.links_of(cid, block) if link not in self._queued]
             self._upcoming.extendleft(reversed(links))
@@ -321,9 +363,9 @@ async def _file(asked: _Request, cid: Cid, root_block: bytes, size: int, name: s
     wanted = trustless.parse_range(_range_header(asked, etag), size)
     first, last = (wanted.first, wanted.last) if wanted else (0, size - 1)
     get_block = asked.node.get_block
-    read_ahead = _ReadAhead(asked.node)
-    read_ahead.note(cid, root_block)
-    next_batch = _batches(trustless.file_bytes(cid, read_ahead.get_block, first, last, root_block), _whole)
+    prefetch = _Prefetch(asked.node, request.config_dict[READ_POOL], last - first + 1)
+    prefetch.note(cid, root_block)
+    next_batch = _batches(trustless.file_bytes(cid, prefetch.get_block, first, last, root_block), _whole)
     opening: list[bytes] = []
     if size and not (wanted is None and asked.head and _extension_known(filename)):
         opening = await _run(next_batch)  # read anyway, and the type is sniffed from it
