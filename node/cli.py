@@ -20,16 +20,18 @@ import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node import __version__, config, importer, logs, rescue, sources, unixfs
+from node import __version__, config, importer, logs, sources, unixfs
 from node import cid as cids
 from node.audit import LEVELS, AuditPolicy, detection_text
 from node.errors import InputError, NodeError, PathError, PinNotFound
-from node.node import Node
 from node.profiles import PROFILES, Profile, get_profile
 from node.remotes.base import HOLDS, KINDS, PlaceSpec
 from node.unixfs import DagLink
+
+if TYPE_CHECKING:  # the node (and the image libraries under it) loads only for commands that open one
+    from node.node import Node
 
 JSON_HELP = "one JSON object per line on stdout"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DAMAGE, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -84,6 +86,8 @@ def _human_size(size: int) -> str:
 
 
 def _open_node(args: argparse.Namespace) -> Node:
+    from node.node import Node
+
     return Node(args.home, copies=int(args.config["replication.copies"]),
                 audit=AuditPolicy.from_config(args.config))
 
@@ -445,11 +449,12 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
     from node.metadata import extract
+    from node.rescue import MAX_IMAGE_BYTES
 
     status = EXIT_OK
     for path in args.files:
         try:
-            data = _read_file(path, rescue.MAX_IMAGE_BYTES)
+            data = _read_file(path, MAX_IMAGE_BYTES)
             sidecars = {suffix: _read_file(path.with_suffix(suffix), sources.MAX_SIDECAR_BYTES)
                         for suffix in sources.SIDECAR_SUFFIXES
                         if path.with_suffix(suffix).is_file() and path.with_suffix(suffix) != path}
