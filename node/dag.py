@@ -34,6 +34,14 @@ def _is_leaf(cid: Cid) -> bool:
 
 def walk(root: Cid, get_block: BlockGetter) -> Iterator[tuple[Cid, bytes]]:
     """Every block of the DAG under root, each once, depth-first pre-order."""
+    for cid, block in walk_readable(root, get_block):
+        assert block is not None  # get_block raises rather than answer None
+        yield cid, block
+
+
+def walk_readable(root: Cid, read: Callable[[Cid], bytes | None]) -> Iterator[tuple[Cid, bytes | None]]:
+    """walk() for a reader that answers None for a block it cannot give (missing, damaged): that block
+    comes out as None and what lies under it is not seen."""
     seen: set[Cid] = set()
     stack = [root]
     while stack:
@@ -41,9 +49,10 @@ def walk(root: Cid, get_block: BlockGetter) -> Iterator[tuple[Cid, bytes]]:
         if cid in seen:
             continue
         seen.add(cid)
-        block = get_block(cid)
+        block = read(cid)
         yield cid, block
-        stack.extend(reversed(links_of(cid, block)))
+        if block is not None:
+            stack.extend(reversed(links_of(cid, block)))
 
 
 def missing(root: Cid, get_block: BlockGetter, has_block: HasBlock) -> Iterator[Cid]:

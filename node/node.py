@@ -902,26 +902,18 @@ class Node:
         """Re-hash every block of a pin in the store: its blocks that are "missing" or "corrupt" here, and
         the blocks and bytes that passed. What lies under a bad inner block is unseen until it is healed."""
         bad: list[tuple[Cid, str]] = []
-        blocks = size = 0
-        seen: set[Cid] = set()
-        stack = [root]
-        while stack:
-            cid = stack.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
+
+        def read(cid: Cid) -> bytes | None:
             try:
-                block = self.store.get(cid)
+                return self.store.get(cid)
             except BlockNotFound:
                 bad.append((cid, "missing"))
-                continue
             except BlockMismatch:
                 bad.append((cid, "corrupt"))
-                continue
-            blocks += 1
-            size += len(block)
-            stack.extend(reversed(dag.links_of(cid, block)))
-        return bad, blocks, size
+            return None
+
+        whole = [len(block) for _, block in dag.walk_readable(root, read) if block is not None]
+        return bad, len(whole), sum(whole)
 
     def heal_block(self, cid: Cid, data: bytes) -> bool:
         """Put back a block that is missing or damaged here, from bytes fetched elsewhere; False if it was
