@@ -10,6 +10,7 @@ thousands of them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Final
@@ -62,9 +63,7 @@ class Cid:
         return bytes((1,)) + varint.encode(self.codec) + self.multihash
 
     def __str__(self) -> str:
-        if self.version == 0:
-            return base58btc(self.multihash)
-        return "b" + base64.b32encode(bytes(self)).decode("ascii").lower().rstrip("=")
+        return _text(self)
 
     def __repr__(self) -> str:
         return f"Cid({self})"
@@ -75,6 +74,14 @@ class Cid:
     @property
     def codec_name(self) -> str:
         return CODEC_NAMES.get(self.codec, hex(self.codec))
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(cid: Cid) -> str:
+    # Cached: a CID is printed, logged and indexed several times in a row, and base32 is slow Python.
+    if cid.version == 0:
+        return base58btc(cid.multihash)
+    return "b" + base64.b32encode(bytes(cid)).decode("ascii").lower().rstrip("=")
 
 
 def sha256_cid(digest: bytes, codec: int, version: int = 1) -> Cid:

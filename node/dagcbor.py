@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterator
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, TypeVar
 
 from node.cid import DAG_CBOR, Cid, from_bytes
 from node.cid import cid_of as _hash_cid
@@ -35,6 +35,20 @@ def encode(value: Value, *, max_depth: int = MAX_DEPTH) -> bytes:
     """
     out = bytearray()
     _encode(value, out, max_depth)
+    if len(out) > MAX_BLOCK_SIZE:
+        raise BlockTooLarge(f"DAG-CBOR block is {len(out)} bytes, over the {MAX_BLOCK_SIZE} byte limit")
+    return bytes(out)
+
+
+def encode_map(encoded: dict[str, bytes], *, max_depth: int = MAX_DEPTH) -> bytes:
+    """encode() of a map whose values come already encoded (each by encode(value, max_depth=max_depth - 1)).
+
+    So a record encoded with and without one field (a signature) costs one
+    encoding of each value, not two.
+    """
+    out = bytearray()
+    for value in _map_head(encoded, out, max_depth):
+        out += value
     if len(out) > MAX_BLOCK_SIZE:
         raise BlockTooLarge(f"DAG-CBOR block is {len(out)} bytes, over the {MAX_BLOCK_SIZE} byte limit")
     return bytes(out)
@@ -129,21 +143,30 @@ def _encode(value: Value, out: bytearray, depth_left: int) -> None:
         for item in value:
             _encode(item, out, depth_left - 1)
     elif isinstance(value, dict):
-        if depth_left <= 0:
-            raise DagCborError("cannot encode: nested too deeply")
-        for key in value:
-            if not isinstance(key, str):
-                raise DagCborError(f"cannot encode map key {key!r:.80}: keys must be strings")
-        # DAG-CBOR orders keys by their encoded bytes: shorter first, then bytewise.
-        entries = sorted(((_utf8(key), item) for key, item in value.items()),
-                         key=lambda entry: (len(entry[0]), entry[0]))
-        out += _head(_MAP, len(entries))
-        for raw, item in entries:
-            out += _head(_TEXT, len(raw))
-            out += raw
+        for item in _map_head(value, out, depth_left):
             _encode(item, out, depth_left - 1)
     else:
         raise DagCborError(f"cannot encode {type(value).__name__}: not in the DAG-CBOR data model")
+
+
+_V = TypeVar("_V")
+
+
+def _map_head(value: dict[str, _V], out: bytearray, depth_left: int) -> Iterator[_V]:
+    """Write the map's head; yield its values in key order, each after its key is written."""
+    if depth_left <= 0:
+        raise DagCborError("cannot encode: nested too deeply")
+    for key in value:
+        if not isinstance(key, str):
+            raise DagCborError(f"cannot encode map key {key!r:.80}: keys must be strings")
+    # DAG-CBOR orders keys by their encoded bytes: shorter first, then bytewise.
+    entries = sorted(((_utf8(key), item) for key, item in value.items()),
+                     key=lambda entry: (len(entry[0]), entry[0]))
+    out += _head(_MAP, len(entries))
+    for raw, item in entries:
+        out += _head(_TEXT, len(raw))
+        out += raw
+        yield item
 
 
 class _Decoder:

@@ -13,6 +13,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 from node import importer, unixfs, works
 from node.blockstore import Bytes
@@ -44,7 +45,7 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
         with item.open() as handle:  # opened once: an image is read whole from here
             head = handle.read(HEAD_BYTES)
             image = works.is_image(head) and item.size <= MAX_IMAGE_BYTES
-            data = head + handle.read(MAX_IMAGE_BYTES + 1 - len(head)) if image else b""
+            data = _read_image(handle, head, item.size) if image else b""
         if image:
             if len(data) > MAX_IMAGE_BYTES:
                 raise InputError(f"{item.display}: more than {MAX_IMAGE_BYTES} bytes")
@@ -61,6 +62,20 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
     if progress is not None:
         progress(item.size + sum(side.size for side in item.sidecars.values()))
     return prepared
+
+
+def _read_image(handle: IO[bytes], head: bytes, size: int) -> bytes:
+    """The whole image, at most MAX_IMAGE_BYTES + 1 bytes (one more than the limit, so a file over it shows).
+
+    Asking for the size the listing gave, plus one byte, spares an allocation
+    of the whole limit per file; a file that grew since is still read whole.
+    """
+    budget = MAX_IMAGE_BYTES + 1 - len(head)
+    expected = max(size - len(head), 0)
+    rest = handle.read(min(expected + 1, budget))
+    if expected < len(rest) < budget:
+        rest += handle.read(budget - len(rest))
+    return head + rest
 
 
 def _prepare_work(prepared: Prepared, data: bytes, profile: Profile, seed: bytes, now_iso: str,

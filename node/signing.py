@@ -6,6 +6,8 @@ does no I/O). The key file itself is node.identity's business.
 
 from __future__ import annotations
 
+import functools
+
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -24,11 +26,17 @@ def new_seed() -> bytes:
 
 
 def public_key(seed: bytes) -> bytes:
-    return bytes(SigningKey(seed).verify_key)
+    return bytes(_signing_key(seed).verify_key)
 
 
 def sign(seed: bytes, message: bytes) -> bytes:
-    return SigningKey(seed).sign(message).signature
+    return _signing_key(seed).sign(message).signature
+
+
+@functools.lru_cache(maxsize=4)
+def _signing_key(seed: bytes) -> SigningKey:
+    # Deriving the key pair from the seed costs more than a signature; a node signs with one key.
+    return SigningKey(seed)
 
 
 def verify(public: bytes, message: bytes, signature: bytes) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node import dagcbor, signing
-from node.cid import Cid
+from node.cid import DAG_CBOR, Cid, cid_of
 from node.dagcbor import Value
 from node.errors import DagCborError, SignatureInvalid
 from node.metadata.raw import RawEntry
@@ -111,10 +111,18 @@ def _value(value: Any) -> Value:
 
 def sign(record: dict[str, Value], seed: bytes) -> dict[str, Value]:
     """The record with its signature field, made with the node key seed."""
+    return sign_and_encode(record, seed)[0]
+
+
+def sign_and_encode(record: dict[str, Value], seed: bytes) -> tuple[dict[str, Value], Cid, bytes]:
+    """The signed record, its work CID and its block; each field is encoded once for both encodings."""
     unsigned = {key: value for key, value in record.items() if key != "signature"}
-    signature = signing.sign(seed, dagcbor.encode(unsigned))
-    return {**unsigned, "signature": {"alg": signing.ALGORITHM, "public_key": signing.public_key(seed),
-                                      "signature": signature}}
+    fields = {key: dagcbor.encode(value, max_depth=dagcbor.MAX_DEPTH - 1) for key, value in unsigned.items()}
+    signature: dict[str, Value] = {"alg": signing.ALGORITHM, "public_key": signing.public_key(seed),
+                                   "signature": signing.sign(seed, dagcbor.encode_map(fields))}
+    fields["signature"] = dagcbor.encode(signature, max_depth=dagcbor.MAX_DEPTH - 1)
+    block = dagcbor.encode_map(fields)
+    return {**unsigned, "signature": signature}, cid_of(block, DAG_CBOR), block
 
 
 def encode(record: dict[str, Value]) -> tuple[Cid, bytes]:

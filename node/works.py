@@ -59,7 +59,6 @@ def make(data: bytes, file_name: str, source: str | None, profile: Profile, seed
         [entry for entry in container.entries if entry.source != "sidecar"],
         work.Provenance(file_name, source, now_iso), store_blob, sidecars=side, c2pa=extraction.c2pa,
     )
-    signed = work.sign(record, seed)
-    cid, block = work.encode(signed)
+    signed, cid, block = work.sign_and_encode(record, seed)
     sink(cid, [block])
     return MadeWork(image, cid, side_links, block, extraction, signed)

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest import GNU_TIME, ROOT, BenchError, Sample, artkeep_command, run_child
+from bench_ingest import GNU_TIME, ROOT, BenchError, Sample, artkeep_command, retire, run_child
 
 BENCH_DIR = ROOT / ".bench" / "import"
 TARGET_RATIO = 0.5
@@ -94,9 +95,7 @@ def generate(folder: Path, count: int, seed: str) -> int:
 
 
 def run_artkeep(args: list[str], home: Path, logs: Path) -> tuple[Sample, str]:
-    import shutil
-
-    shutil.rmtree(home, ignore_errors=True)
+    retire(home)  # not deleted: see retire
     return run_child([*artkeep_command(), "--home", str(home), *args], logs, timeout=3600, rss=True)
 
 
@@ -118,7 +117,7 @@ for data, path in zip(datas, files):
     image = work.ImageInfo(link.cid, len(data), "PNG", 256, 256, "image/png")
     origin = work.Provenance(path.name, None, "2026-01-01T00:00:00Z")
     r = work.build(image, e.generator.to_json(), e.params.to_json(), list(e.entries), origin, blob)
-    work.encode(work.sign(r, seed)); d = time.perf_counter()
+    work.sign_and_encode(r, seed); d = time.perf_counter()
     t["extract"] += b - a; t["hash"] += c - b; t["record"] += d - c
 print(json.dumps(t))
 '''
@@ -149,6 +148,8 @@ def main(argv: list[str]) -> int:
             raise BenchError(f"import made {made} works from {args.files} images")
         works.append(sample)
         quarter.append(run_artkeep(["import", str(small)], home, logs)[0])
+    retire(home)
+    shutil.rmtree(BENCH_DIR / "trash", ignore_errors=True)  # now that nothing more is timed
     phases_sample, phases_out = run_child([sys.executable, "-c", PHASES, str(folder)], logs, timeout=3600)
     phases = json.loads(phases_out.strip().splitlines()[-1])
     best_plain, best_works = min(s.wall_s for s in plain), min(s.wall_s for s in works)

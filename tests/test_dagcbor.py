@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from node import cid
 from node.cid import DAG_CBOR, DAG_PB, RAW, Cid
-from node.dagcbor import MAX_BLOCK_SIZE, MAX_DEPTH, Value, cid_of, decode, encode, links
+from node.dagcbor import MAX_BLOCK_SIZE, MAX_DEPTH, Value, cid_of, decode, encode, encode_map, links
 from node.errors import BlockTooLarge, DagCborError
 
 CODEC_FIXTURES = sorted((IPFS_FIXTURES / "codec-fixtures").glob("*/*.dag-cbor"))
@@ -221,3 +221,12 @@ def test_corrupted_blocks_are_refused_cleanly_or_are_canonical(value: Value, dat
         except (DagCborError, BlockTooLarge):
             continue
         assert encode(decoded) == candidate
+
+
+def test_a_map_of_values_already_encoded_is_the_same_block_as_the_map_encoded_whole() -> None:
+    value: dict[str, Value] = {"signature": {"alg": "ed25519"}, "a": [1, -2, None], "bb": b"\x00",
+                                       "é": 1.5, "ab": "text"}
+    fields = {key: encode(item, max_depth=MAX_DEPTH - 1) for key, item in value.items()}
+    assert encode_map(fields) == encode(value)
+    with pytest.raises(DagCborError):
+        encode_map(fields, max_depth=0)

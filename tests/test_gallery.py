@@ -22,11 +22,11 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from node import sources
-from node.index import FindingRow
+from node.index import FindingRow, Index
 from node.node import Node, Rescued
 from node.profiles import get_profile
 from node.remotes.base import PlaceSpec
-from node.search import GalleryQuery
+from node.search import GalleryEntry, GalleryQuery
 from node.thumbnails import NoPreview, render
 from node.web.gallery_auth import SESSION_COOKIE, session_key, session_token_id, session_value
 from tests.conftest import SHARED, ArtkeepCli, Served
@@ -624,3 +624,23 @@ def test_the_static_export_opens_from_disk_and_links_only_its_own_files(artkeep:
     made = car.stat().st_mtime_ns
     assert artkeep("export", "--site", site).returncode == 0
     assert car.stat().st_mtime_ns == made
+
+
+def test_a_batch_of_works_recorded_together_gets_distinct_ids_in_order_and_each_work_once(
+        tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite")
+    index.add_works([(f"work{i}", f"image{i}", f"{i}.png", "test", "a1111") for i in range(300)])
+    created = int(index.work_row("work0").created * 1_000_000)  # type: ignore[union-attr]
+
+    def entry(i: int) -> GalleryEntry:
+        return GalleryEntry(f"work{i}", f"image{i}", f"{i}.png", "a1111", None, "m", str(i), 8, 8,
+                            f"prompt {i}", "", (f"lora{i % 3}",))
+
+    assert index.add_gallery_entries([entry(0)]) == 1
+    # Work 0 again, work 1 twice, and 298 more, all from one record time: each listed once.
+    assert index.add_gallery_entries([entry(0), entry(1), entry(1), *map(entry, range(2, 300))]) == 299
+    cards = index.gallery_page(GalleryQuery(limit=400))
+    assert len(cards) == 300
+    assert [card.work for card in reversed(cards)] == [f"work{i}" for i in range(300)]  # newest first
+    assert sorted(card.id for card in cards) == list(range(created, created + 300))
+    assert index.add_gallery_entries(map(entry, range(300))) == 0

@@ -81,6 +81,7 @@ def test_a_changed_record_fails_its_signature() -> None:
                       work.Provenance("a.png", None, "2026-01-01T00:00:00Z"), lambda blob: pytest.fail())
     signed = work.sign(made, seed)
     work.verify_signature(signed)
+    assert work.sign_and_encode(made, seed) == (signed, *work.encode(signed))  # one encoding, same block
     forged = {**signed, "params": {"seed": 2}}
     with pytest.raises(SignatureInvalid):
         work.verify_signature(forged)

@@ -165,20 +165,15 @@ def decode_json_prefix(text: str, start: int, *, nan: str = "null",
 
 
 def nesting_depth(value: object) -> int:
-    """How deep lists and dicts nest (a scalar is 0), without recursion."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[object] = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth + 1)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
+    """How deep lists and dicts nest (a scalar is 0), one level at a time, without recursion."""
+    depth = 0
+    level = [value] if isinstance(value, dict | list) else []
+    while level:
+        depth += 1
+        level = [child for container in level
+                 for child in (container.values() if isinstance(container, dict) else container)
+                 if isinstance(child, dict | list)]
+    return depth
 
 
 def _replace_surrogates(value: JsonValue) -> JsonValue:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -31,8 +32,7 @@ SIGNATURE_BITS = 15 * 8
 HEADER_BITS = SIGNATURE_BITS + 32
 ALPHA_SIGNATURES = (b"stealth_pnginfo", b"stealth_pngcomp")
 RGB_SIGNATURES = (b"stealth_rgbinfo", b"stealth_rgbcomp")
-LSB_TO_ASCII = bytes.maketrans(b"\x00\x01", b"01")
-LSB = [value & 1 for value in range(256)]
+LSB_TO_ASCII = bytes(ord("0") + (value & 1) for value in range(256))  # a byte's LSB as '0' or '1'
 
 # What Pillow raises on damaged or hostile image data.
 PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
@@ -53,10 +53,10 @@ def read_stealth(data: bytes, width: int | None, height: int | None, reading: Re
                 reading.problem(f"stealth: decoder sees {image.width}×{image.height}; not decoded")
                 return
             image.load()
-            planes = []
+            planes: list[tuple[str, Plane, tuple[bytes, ...]]] = []
             if "A" in image.getbands() or "transparency" in image.info:
-                planes.append(("stealth:alpha", image.convert("RGBA").getchannel("A"), ALPHA_SIGNATURES))
-            planes.append(("stealth:rgb", image.convert("RGB"), RGB_SIGNATURES))
+                planes.append(("stealth:alpha", Plane(image, 1), ALPHA_SIGNATURES))
+            planes.append(("stealth:rgb", Plane(image, 3), RGB_SIGNATURES))
             for source, plane, signatures in planes:
                 if read_plane(source, plane, signatures, reading):
                     return
@@ -64,9 +64,29 @@ def read_stealth(data: bytes, width: int | None, height: int | None, reading: Re
         reading.problem(f"stealth: pixels cannot be decoded ({type(exc).__name__}: {exc})")
 
 
-def read_plane(source: str, plane: Image.Image, signatures: tuple[bytes, ...], reading: Reading) -> bool:
+@dataclass(frozen=True, slots=True)
+class Plane:
+    """The alpha channel (1 band) or the RGB channels (3 bands) of a decoded image."""
+
+    image: Image.Image
+    bands: int
+
+    @property
+    def capacity(self) -> int:
+        return self.image.width * self.image.height * self.bands
+
+    def lsb_bits(self, count: int) -> bytes:
+        """The first count LSBs in column-major order as ASCII '0'/'1', converting only the columns needed."""
+        image = self.image
+        columns = min(image.width, -(-count // (image.height * self.bands)))
+        strip = image.crop((0, 0, columns, image.height))  # crop before converting: a header needs one column
+        strip = strip.convert("RGBA").getchannel("A") if self.bands == 1 else strip.convert("RGB")
+        return strip.transpose(Image.Transpose.TRANSPOSE).tobytes()[:count].translate(LSB_TO_ASCII)
+
+
+def read_plane(source: str, plane: Plane, signatures: tuple[bytes, ...], reading: Reading) -> bool:
     """Decode one LSB plane's payload if it starts with one of its signatures; True if it did."""
-    header = lsb_bits(plane, HEADER_BITS)
+    header = plane.lsb_bits(HEADER_BITS)
     if len(header) < HEADER_BITS:
         return False
     signature = bits_to_bytes(header[:SIGNATURE_BITS])
@@ -74,12 +94,12 @@ def read_plane(source: str, plane: Image.Image, signatures: tuple[bytes, ...], r
         return False
     name = signature.decode("ascii")
     declared = int(header[SIGNATURE_BITS:HEADER_BITS], 2)
-    capacity = plane.width * plane.height * len(plane.getbands()) - HEADER_BITS
+    capacity = plane.capacity - HEADER_BITS
     if declared > capacity or declared // 8 > MAX_TEXT_BYTES:
         reading.problem(f"{source} {name}: payload declares {declared} bits but the image holds {capacity} "
                         f"(limit {MAX_TEXT_BYTES * 8}); skipped")
         return True
-    bits = lsb_bits(plane, HEADER_BITS + declared)[HEADER_BITS:]
+    bits = plane.lsb_bits(HEADER_BITS + declared)[HEADER_BITS:]
     payload = bits_to_bytes(bits[: len(bits) - len(bits) % 8])
     if name.endswith("comp"):
         inflated = reading.inflate(f"{source} {name}", payload, gzip=True)
@@ -87,15 +107,6 @@ def read_plane(source: str, plane: Image.Image, signatures: tuple[bytes, ...], r
     else:
         reading.add(source, name, utf8_or_bytes(payload))
     return True
-
-
-def lsb_bits(plane: Image.Image, count: int) -> bytes:
-    """The first count LSBs in column-major order as ASCII '0'/'1', decoding only the columns needed."""
-    per_column = plane.height * len(plane.getbands())
-    columns = min(plane.width, -(-count // per_column))
-    strip = plane.crop((0, 0, columns, plane.height)).transpose(Image.Transpose.TRANSPOSE)
-    lut = LSB * len(plane.getbands())
-    return strip.point(lut).tobytes()[:count].translate(LSB_TO_ASCII)
 
 
 def bits_to_bytes(bits: bytes) -> bytes:
