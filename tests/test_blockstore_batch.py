@@ -17,8 +17,8 @@ from pathlib import Path
 
 from conftest import ArtkeepCli
 
-from node import cid
-from node.blockstore import TEMP_PREFIX, Blockstore
+from node import cid, importer
+from node.blockstore import TEMP_PREFIX, Blockstore, page_aligned
 
 WAIT_SECONDS = 30.0
 
@@ -119,7 +119,7 @@ def test_a_batch_abandoned_by_an_error_leaves_no_temp_files(tmp_path: Path) -> N
 CHILD = """
 import os, sys, time
 from pathlib import Path
-from node import cid
+from node import cid, importer
 from node.node import Node
 
 blocks = [bytes([i]) * 70_000 + os.urandom(64) for i in range(int(sys.argv[2]))]
@@ -157,3 +157,37 @@ def test_a_writer_killed_before_flush_leaves_only_temp_files_that_gc_clears(
     assert temps_of(store) == []
     fsck = artkeep("fsck", "--json")
     assert fsck.returncode == 0 and fsck.records() == [], fsck
+
+
+# --- big chunks go to the disk straight from the reader's buffers (O_DIRECT), small ones through the cache
+
+def test_whole_chunks_are_written_from_page_aligned_buffers_and_read_back_exactly(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 100)
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    chunks = list(importer.read_chunks(source, 1024 * 1024))
+    assert [page_aligned(chunk) for chunk in chunks] == [True, True, True, False]  # the tail is no whole page
+    assert not page_aligned(bytes(4096))  # bytes are never one of our aligned buffers
+    store = Blockstore(tmp_path / "store")
+    with store.writer() as writer:
+        for chunk in chunks:
+            writer.put(raw(bytes(chunk)), (chunk,))
+    assert b"".join(store.get(raw(bytes(chunk))) for chunk in chunks) == data
+    assert store.temp_files() == []
+
+
+def test_a_reader_buffer_is_reused_only_once_nothing_refers_to_it(tmp_path: Path) -> None:
+    pool = importer.BufferPool(8192, keep=2)
+    held = pool.take()
+    held[:] = b"\x01" * 8192
+    part = held[100:200]  # a slice, as a block's parts may be, keeps the buffer too
+    del held
+    for _ in range(5):
+        other = pool.take()
+        other[:] = b"\x02" * 8192
+        assert other.obj is not part.obj
+        del other
+    assert bytes(part) == b"\x01" * 100
+    first = id(part.obj)  # (not the object: holding it would keep it busy)
+    del part
+    assert any(id(pool.take().obj) == first for _ in range(2))  # free again, so reused
