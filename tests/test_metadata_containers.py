@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import random
 import struct
 import threading
 import time
@@ -15,13 +16,17 @@ from typing import ClassVar
 
 import pytest
 from conftest import SHARED
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from node.metadata import c2pa as c2pa_reader
 from node.metadata.container import read_container
 from node.metadata.exif import read_exif
 from node.metadata.limits import MAX_ENTRIES, Reading
+from node.metadata.png_column import first_column
 from node.metadata.raw import Container
+from node.metadata.stealth import first_column_is_clear
 
 IMAGES = SHARED / "fixtures" / "images"
 EXPECTED = json.loads((IMAGES / "expected.json").read_text())["files"]
@@ -485,19 +490,86 @@ def stealth_png(signature: bytes, payload: bytes, *, rgb: bool = False, declared
     return out.getvalue()
 
 
+@pytest.mark.parametrize("size", [(40, 30), (64, 200)])  # the header spans columns / fits the first
 @pytest.mark.parametrize(("signature", "rgb", "source"), [
     (b"stealth_pnginfo", False, "stealth:alpha"), (b"stealth_pngcomp", False, "stealth:alpha"),
     (b"stealth_rgbinfo", True, "stealth:rgb"), (b"stealth_rgbcomp", True, "stealth:rgb")])
-def test_stealth_payloads_in_alpha_and_rgb(signature: bytes, rgb: bool, source: str) -> None:
+def test_stealth_payloads_in_alpha_and_rgb(signature: bytes, rgb: bool, source: str,
+                                           size: tuple[int, int]) -> None:
     text = "a cat\nNegative prompt: dog\nSteps: 20, Seed: 7"
     payload = text.encode()
     if signature.endswith(b"comp"):
         payload = zlib.compress(payload, wbits=31)
-    data = stealth_png(signature, payload, rgb=rgb)
+    data = stealth_png(signature, payload, rgb=rgb, size=size)
+    assert not first_column_is_clear(data, size[1])
     assert read_container(data).entries == ()  # only decoded when asked
     container = read_container(data, stealth=True)
     assert container.text(signature.decode(), source) == text
     assert container.problems == ()
+
+
+def filtered_png(pixels: list[bytes], width: int, channels: int, filters: list[int], *,
+                 idat_pieces: int = 1) -> bytes:
+    """An 8-bit RGB or RGBA PNG with each row's filter chosen, IDAT split in pieces (our own encoder)."""
+    def paeth(a: int, b: int, c: int) -> int:
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+    stream = bytearray()
+    above = bytes(width * channels)
+    for row, kind in zip(pixels, filters, strict=True):
+        out = bytearray([kind])
+        for i, value in enumerate(row):
+            a = row[i - channels] if i >= channels else 0
+            b, c = above[i], above[i - channels] if i >= channels else 0
+            predictor = (0, a, b, (a + b) // 2, paeth(a, b, c))[kind]
+            out.append((value - predictor) & 0xFF)
+        stream += out
+        above = row
+    compressed = zlib.compress(bytes(stream))
+    step = -(-len(compressed) // idat_pieces)
+    colour = {3: 2, 4: 6}[channels]
+    ihdr = struct.pack(">IIBBBBB", width, len(pixels), 8, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + b"".join(chunk(b"IDAT", compressed[at:at + step]) for at in range(0, len(compressed), step))
+            + chunk(b"IEND", b""))
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.integers(1, 6), height=st.integers(1, 170), channels=st.sampled_from([3, 4]),
+       seed=st.integers(0, 2**32 - 1), pieces=st.integers(1, 4))
+def test_the_first_column_is_decoded_as_pillow_decodes_it(width: int, height: int, channels: int, seed: int,
+                                                          pieces: int) -> None:
+    rng = random.Random(seed)
+    pixels = [rng.randbytes(width * channels) for _ in range(height)]
+    filters = [rng.randrange(5) for _ in range(height)]
+    data = filtered_png(pixels, width, channels, filters, idat_pieces=pieces)
+    rows = rng.randint(1, height)
+    with Image.open(io.BytesIO(data)) as image:
+        column = image.crop((0, 0, 1, rows)).tobytes()
+    assert column == b"".join(row[:channels] for row in pixels[:rows])  # our encoder is right
+    assert first_column(data, rows) == (channels, column)
+
+
+def test_only_plain_pngs_take_the_first_column_path() -> None:
+    plain = filtered_png([bytes(8)] * 160, 2, 4, [0] * 160)
+    assert first_column_is_clear(plain, 160)  # nothing decoded beyond the first column
+    assert read_container(plain, stealth=True).problems == ()
+    rgb = filtered_png([bytes(6)] * 160, 2, 3, [0] * 160)
+    at = rgb.index(b"IDAT") - 4
+    others = {
+        "tRNS gives RGB an alpha": rgb[:at] + chunk(b"tRNS", bytes(6)) + rgb[at:],
+        "greyscale": tiny_png(size=(1, 200)),
+        "interlaced": plain.replace(b"\x08\x06\x00\x00\x00", b"\x08\x06\x00\x00\x01", 1),
+        "truncated": plain[:60],
+        "unknown filter": plain[:33] + chunk(b"IDAT", zlib.compress(b"\x07" + bytes(9 * 160 - 1)))
+        + chunk(b"IEND", b""),
+        "not a PNG": b"\xff\xd8\xff" + bytes(40),
+    }
+    for why, data in others.items():
+        assert first_column(data, 152) is None, why
+        assert not first_column_is_clear(data, 200), why
 
 
 def test_stealth_payload_claiming_512_mib_is_refused() -> None:

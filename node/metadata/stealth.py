@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from node.metadata import png_column
 from node.metadata.limits import MAX_TEXT_BYTES, Reading, utf8_or_bytes
 
 MAX_STEALTH_PIXELS = 50_000_000  # below Pillow's own 89.5 MP bomb warning; larger images are not decoded
@@ -47,6 +48,8 @@ def read_stealth(data: bytes, width: int | None, height: int | None, reading: Re
     if width * height > MAX_STEALTH_PIXELS:
         reading.problem(f"stealth: {width}×{height} is more than {MAX_STEALTH_PIXELS} pixels; not decoded")
         return
+    if first_column_is_clear(data, height):
+        return
     try:
         with Image.open(io.BytesIO(data), formats=["PNG", "WEBP"]) as image:
             if image.width * image.height > MAX_STEALTH_PIXELS:
@@ -62,6 +65,30 @@ def read_stealth(data: bytes, width: int | None, height: int | None, reading: Re
                     return
     except PILLOW_ERRORS as exc:
         reading.problem(f"stealth: pixels cannot be decoded ({type(exc).__name__}: {exc})")
+
+
+def first_column_is_clear(data: bytes, height: int) -> bool:
+    """True if this is a plain PNG whose first column shows no stealth signature, so no pixel needs decoding.
+
+    The header of a payload starts every plane at the top of the first column
+    (HEADER_BITS rows of alpha, a third as many of RGB). False means: decode
+    the image and look properly (a signature is there, or the PNG is not one
+    png_column reads).
+    """
+    column = png_column.first_column(data, min(height, HEADER_BITS))
+    if column is None:
+        return False
+    channels, pixels = column
+    rgb = pixels if channels == 3 else b"".join(pixels[at:at + 3] for at in range(0, len(pixels), 4))
+    planes = [(rgb, RGB_SIGNATURES)]
+    if channels == 4:
+        planes.append((pixels[3::4], ALPHA_SIGNATURES))
+    for plane, signatures in planes:
+        if len(plane) < HEADER_BITS:  # the header would go on in the next column
+            return False
+        if bits_to_bytes(plane[:SIGNATURE_BITS].translate(LSB_TO_ASCII)) in signatures:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
