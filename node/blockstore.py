@@ -449,6 +449,7 @@ class Staging:
 
 def _write_file(path: Path, parts: Sequence[Bytes], *, durable: bool) -> None:
     direct = len(parts) == 1 and page_aligned(parts[0])
+    size = sum(len(part) for part in parts)
     fd, direct = _create(path, direct)
     try:
         for part in parts:
@@ -466,7 +467,7 @@ def _write_file(path: Path, parts: Sequence[Bytes], *, durable: bool) -> None:
                 view = view[written:]
         if durable:
             os.fsync(fd)
-        elif not direct and _sync_file_range is not None:
+        elif not direct and _sync_file_range is not None and size >= WRITE_BACK_EARLY_BYTES:
             # Start write-back now, so the batch's syncfs finds little left to write.
             _sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
     finally:
@@ -531,6 +532,8 @@ def _linux_call(name: str, *argtypes: type[ctypes._SimpleCData[int]]) -> Callabl
 
 
 SYNC_FILE_RANGE_WRITE = 2
+# Smaller blocks are left to the batch's syncfs: one early write-back each cost more than it saved.
+WRITE_BACK_EARLY_BYTES = 64 * 1024
 DIRECT_ALIGNMENT = 4096  # a page: covers the logical block size of disks (512 or 4096)
 _direct_io = hasattr(os, "O_DIRECT")  # turned off at the first file system that refuses it
 _syncfs = _linux_call("syncfs", ctypes.c_int)

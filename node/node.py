@@ -106,11 +106,13 @@ class _RescueBatch:
     images: dict[tuple[str, str], Cid] = field(default_factory=dict)  # new in this batch: (image, source)
     pinned: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+    recorded: int = 0  # batches recorded so far
 
     def reset(self) -> None:
         self.results, self.pins, self.works, self.entries = [], [], [], []
         self.images, self.pinned = {}, set()
         self.started = time.monotonic()
+        self.recorded += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,13 +505,19 @@ class Node:
                 writer.put(cid, parts, hashed=True)
 
             batch = _RescueBatch()
+
+            def earlier_work(image: Cid, label: str) -> tuple[int, Cid | None]:
+                recorded = batch.recorded  # read first: a batch recorded meanwhile makes the answer stale
+                rows = self.index.works_of_image(str(image), label)
+                return recorded, cids.parse(rows[0].cid) if rows else None
+
             window: deque[Future[Prepared] | sources.SourceProblem] = deque()
             for item in items:
                 if isinstance(item, sources.SourceProblem):
                     window.append(item)
                 else:
                     window.append(pool.submit(prepare, item, profile, seed, now, source or item.source,
-                                              sink, progress))
+                                              sink, progress, earlier_work))
                 while len(window) > 2 * workers:
                     yield from self._settle(window.popleft(), profile, source, batch, writer)
             while window:
@@ -545,8 +553,12 @@ class Node:
             for alone in prepared.sidecars_alone:
                 self._judge(alone, profile, source, batch, writer)
             return
-        earlier = self.index.works_of_image(str(link.cid), label)
-        known = cids.parse(earlier[0].cid) if earlier else batch.images.get((str(link.cid), label))
+        if prepared.earlier is not None and prepared.earlier[0] == batch.recorded:
+            earlier = prepared.earlier[1]  # asked by the worker, and no batch was recorded since
+        else:
+            rows = self.index.works_of_image(str(link.cid), label)
+            earlier = cids.parse(rows[0].cid) if rows else None
+        known = earlier or batch.images.get((str(link.cid), label))
         if known is None:
             for cid, parts in prepared.blocks:
                 writer.put(cid, parts, hashed=True)

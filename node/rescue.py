@@ -27,6 +27,11 @@ MAX_IMAGE_BYTES = 256 * 1024 * 1024  # read whole to extract metadata; a larger 
 HEAD_BYTES = 16
 
 
+# An earlier work of this image from this source, asked on the worker's thread so the node's
+# own loop need not: (how many batches the node had recorded when asked, the work or None).
+EarlierWork = Callable[[Cid, str], tuple[int, Cid | None]]
+
+
 @dataclass
 class Prepared:
     item: SourceFile
@@ -35,11 +40,13 @@ class Prepared:
     blocks: list[tuple[Cid, Sequence[Bytes]]] = field(default_factory=list)  # held back (images)
     dag_size: int = 0
     sidecars_alone: list[Prepared] = field(default_factory=list)  # sidecars of a file that is no image
+    earlier: tuple[int, Cid | None] | None = None  # images: what earlier_work said
     error: NodeError | None = None
 
 
 def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, source: str,
-            writer_sink: BlockSink, progress: Callable[[int], None] | None = None) -> Prepared:
+            writer_sink: BlockSink, progress: Callable[[int], None] | None = None,
+            earlier_work: EarlierWork | None = None) -> Prepared:
     prepared = Prepared(item)
     try:
         with item.open() as handle:  # opened once: an image is read whole from here
@@ -50,6 +57,8 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
             if len(data) > MAX_IMAGE_BYTES:
                 raise InputError(f"{item.display}: more than {MAX_IMAGE_BYTES} bytes")
             _prepare_work(prepared, data, profile, seed, now_iso, source)
+            if earlier_work is not None and prepared.link is not None:
+                prepared.earlier = earlier_work(prepared.link.cid, source)
         else:
             prepared.link = _stream_plain(item, profile, writer_sink)
             prepared.dag_size = prepared.link.tsize

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from node import work
+from node import node as node_module
+from node import sources, work
 from node.errors import SignatureInvalid
 from node.metadata import extract
+from node.node import Node
+from node.profiles import get_profile
 from node.signing import new_seed
 from tests.conftest import SHARED, ArtkeepCli
 
@@ -230,3 +233,19 @@ def test_the_gallery_facts_of_a_new_work_are_those_of_its_stored_record(image: s
     assert blocks[made.cid] == made.record
     stored = work.decode(made.record)
     assert search.entry_of(str(made.cid), made.value) == search.entry_of(str(made.cid), stored)
+
+
+def test_copies_of_one_image_are_one_work_even_when_each_file_is_its_own_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Workers look for an earlier work while the node records batches; an answer given before a
+    # batch was recorded must be asked again, or a copy judged after it would become a second work.
+    monkeypatch.setattr(node_module, "PIN_BATCH_FILES", 1)
+    folder = tmp_path / "copies"
+    for i in range(12):
+        copy(COMFY, folder, f"copy{i:02d}.png")
+    with Node(tmp_path / "home") as node:
+        items = list(sources.walk([folder], archives=False))
+        results = list(node.rescue(items, get_profile("unixfs-v1-2025")))
+        assert [r.outcome for r in results] == ["new"] + ["duplicate"] * 11
+        assert {r.duplicate_of for r in results[1:]} == {results[0].work}
+        assert node.count_works() == 1
