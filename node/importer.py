@@ -16,7 +16,9 @@ import queue
 import stat
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -25,9 +27,11 @@ from node import unixfs
 from node.cid import Cid
 from node.errors import NodeError, PathError
 from node.profiles import Profile
-from node.unixfs import BlockSink, DagLink, DirEntry
+from node.unixfs import BlockSink, Bytes, DagLink, DirEntry
 
-PREFETCH_CHUNKS = 3
+PREFETCH_READS = 3
+HASH_THREADS = max(2, os.cpu_count() or 2)  # hashlib lets go of the GIL: chunks hash in parallel
+READ_BYTES = 1024 * 1024
 PAGE = 4096
 ProgressCallback = Callable[[int], None]
 
@@ -58,17 +62,20 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[memoryview]:
         handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the reader thread)
     except OSError as exc:
         raise _path_error(path, exc) from None
-    chunks: queue.Queue[memoryview | BaseException | None] = queue.Queue(PREFETCH_CHUNKS)
+    pieces: queue.Queue[memoryview | BaseException | None] = queue.Queue(PREFETCH_READS)
     stop = threading.Event()
+
+    # Small chunks are read several at a time: a queue hand-off per 256 KiB cost more than the read.
+    per_read = max(1, READ_BYTES // chunk_size)
 
     def reader() -> None:
         try:
             with handle:
                 while not stop.is_set():
-                    chunk = read_full(handle, chunk_size)
-                    if chunk is None:
+                    piece = read_full(handle, chunk_size * per_read)
+                    if piece is None:
                         break
-                    _put(chunk)
+                    _put(piece)
             _put(None)
         except OSError as exc:
             _put(_path_error(path, exc))
@@ -76,7 +83,7 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[memoryview]:
     def _put(item: memoryview | BaseException | None) -> None:
         while not stop.is_set():
             try:
-                chunks.put(item, timeout=0.1)
+                pieces.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -85,12 +92,13 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[memoryview]:
     thread.start()
     try:
         while True:
-            item = chunks.get()
+            item = pieces.get()
             if item is None:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            for start in range(0, len(item), chunk_size):
+                yield item[start:start + chunk_size]
     finally:
         stop.set()
         thread.join()
@@ -127,7 +135,7 @@ class BufferPool:
 
     _FREE_REFS: Final = 3  # the pool's list entry, the loop variable, getrefcount's argument
 
-    def __init__(self, size: int, keep: int = 16) -> None:
+    def __init__(self, size: int, keep: int = 32) -> None:
         self.size = size
         self._keep = keep
         self._buffers: list[bytearray] = []
@@ -155,12 +163,38 @@ def _buffers(size: int) -> BufferPool:
 
 def import_file(path: Path, profile: Profile, sink: BlockSink | None = None,
                 progress: ProgressCallback | None = None) -> DagLink:
+    """The file's UnixFS DAG; its chunks are hashed on several cores and added in order.
+
+    A file of one short chunk (most images) is hashed here: handing it to
+    another thread would cost more than it saves.
+    """
     builder = unixfs.FileBuilder(profile, sink)
-    for chunk in read_chunks(path, profile.chunk_size):
-        builder.add_chunk(chunk)
+    pending: deque[tuple[int, tuple[Bytes, ...], Future[bytes]]] = deque()
+
+    def add_oldest() -> None:
+        size, parts, digest = pending.popleft()
+        builder.add_leaf(size, parts, digest.result())
         if progress is not None:
-            progress(len(chunk))
+            progress(size)
+
+    for chunk in read_chunks(path, profile.chunk_size):
+        parts = builder.leaf_parts(chunk)
+        if not pending and len(chunk) < profile.chunk_size:  # the first chunk is the last
+            builder.add_leaf(len(chunk), parts, unixfs.sha256_of(parts))
+            if progress is not None:
+                progress(len(chunk))
+            continue
+        pending.append((len(chunk), parts, _hashers().submit(unixfs.sha256_of, parts)))
+        if len(pending) > 2 * HASH_THREADS:
+            add_oldest()
+    while pending:
+        add_oldest()
     return builder.finish()
+
+
+@functools.cache
+def _hashers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hash")
 
 
 def import_tree(path: Path, profile: Profile, sink: BlockSink | None = None, *,

@@ -153,15 +153,18 @@ class DagLink:
 
 
 def emit_dag_pb(node_parts: Sequence[Bytes], profile: Profile, sink: BlockSink | None) -> tuple[Cid, int]:
-    hasher = hashlib.sha256()
-    length = 0
-    for part in node_parts:
-        hasher.update(part)
-        length += len(part)
-    cid = sha256_cid(hasher.digest(), DAG_PB, profile.cid_version)
+    cid = sha256_cid(sha256_of(node_parts), DAG_PB, profile.cid_version)
     if sink is not None:
         sink(cid, node_parts)
-    return cid, length
+    return cid, sum(len(part) for part in node_parts)
+
+
+def sha256_of(parts: Sequence[Bytes]) -> bytes:
+    """The sha2-256 digest of the parts joined (without joining them)."""
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest()
 
 
 @dataclass
@@ -178,11 +181,34 @@ class FileBuilder:
     _levels: list[list[DagLink]] = field(default_factory=lambda: [[]])
 
     def add_chunk(self, chunk: Bytes) -> None:
-        if not chunk:
-            return
+        parts = self.leaf_parts(chunk)
+        self.add_leaf(len(chunk), parts, sha256_of(parts))
+
+    def leaf_parts(self, chunk: Bytes) -> tuple[Bytes, ...]:
+        """The chunk's leaf block, in parts: the chunk itself if leaves are raw, else wrapped in dag-pb."""
         if len(chunk) > self.profile.chunk_size:
             raise ValueError("chunk larger than the profile's chunk size")
-        self._push(0, self._leaf(chunk))
+        if not chunk or self.profile.raw_leaves:
+            return (chunk,)
+        size = len(chunk)
+        size_varint = protobuf.encode_varint(size)
+        unixfs_len = 1 + 1 + 1 + len(size_varint) + size + 1 + len(size_varint)
+        prefix = b"\x0a" + protobuf.encode_varint(unixfs_len) + b"\x08\x02\x12" + size_varint
+        suffix = b"\x18" + size_varint
+        return (prefix, chunk, suffix)
+
+    def add_leaf(self, size: int, parts: tuple[Bytes, ...], digest: bytes) -> None:
+        """Add the next chunk (size bytes) as the leaf block parts, whose sha2-256 digest is given.
+
+        So the importer can hash chunks on other threads and add them in order.
+        """
+        if size == 0:
+            return
+        raw = self.profile.raw_leaves
+        cid = sha256_cid(digest, RAW if raw else DAG_PB, 1 if raw else self.profile.cid_version)
+        if self.sink is not None:
+            self.sink(cid, parts)
+        self._push(0, DagLink(cid, size if raw else sum(len(part) for part in parts), size))
 
     def finish(self) -> DagLink:
         levels = self._levels
@@ -209,20 +235,6 @@ class FileBuilder:
             levels[level] = []
             self._push(level + 1, node)
         levels[level].append(link)
-
-    def _leaf(self, chunk: Bytes) -> DagLink:
-        size = len(chunk)
-        if self.profile.raw_leaves:
-            cid = sha256_cid(hashlib.sha256(chunk).digest(), RAW, 1)
-            if self.sink is not None:
-                self.sink(cid, (chunk,))
-            return DagLink(cid, size, size)
-        size_varint = protobuf.encode_varint(size)
-        unixfs_len = 1 + 1 + 1 + len(size_varint) + size + 1 + len(size_varint)
-        prefix = b"\x0a" + protobuf.encode_varint(unixfs_len) + b"\x08\x02\x12" + size_varint
-        suffix = b"\x18" + size_varint
-        cid, length = emit_dag_pb((prefix, chunk, suffix), self.profile, self.sink)
-        return DagLink(cid, length, size)
 
     def _internal_node(self, children: list[DagLink]) -> DagLink:
         filesize = sum(child.filesize for child in children)
