@@ -76,6 +76,7 @@ def _folder_items(root: Path) -> Iterator[Item]:
     yield from problems
     base = root if root.is_dir() else root.parent
     items = []
+    folders: dict[Path, str] = {}  # a folder's resolved path: resolve() costs a stat per component
     for path in files:
         try:
             size = path.stat().st_size
@@ -84,7 +85,12 @@ def _folder_items(root: Path) -> Iterator[Item]:
             continue
         name = path.relative_to(base).as_posix() if path.is_relative_to(base) else path.name
         # The source of a file on disk is its folder, so pinning a file or its folder agrees.
-        source = str(path.resolve().parent)
+        if path.is_symlink():  # its source is where its target lives
+            source = str(path.resolve().parent)
+        else:
+            if path.parent not in folders:
+                folders[path.parent] = str(path.parent.resolve())
+            source = folders[path.parent]
         items.append(SourceFile(str(path), name, source, size, _opener(path), path))
     yield from _attach_sidecars(items)
 
