@@ -1,10 +1,10 @@
 """Read files and folders from disk into UnixFS DAGs, as `ipfs add` does.
 
 I/O edge: opens files, walks folders, and feeds the pure builders in
-node.unixfs. Reading runs one chunk ahead on a thread so disk reads overlap
-hashing (hashlib releases the GIL on large buffers); memory stays bounded by
-a few chunks whatever the file size. Never stores anything itself: blocks go
-to the sink the caller passes.
+node.unixfs. Reading runs a few chunks ahead on a thread, and a file's
+chunks are hashed on a pool of threads (hashlib releases the GIL on large
+buffers); memory stays bounded by a few chunks whatever the file size. Never
+stores anything itself: blocks go to the sink the caller passes.
 """
 
 from __future__ import annotations
