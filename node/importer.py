@@ -171,18 +171,19 @@ def import_file(path: Path, profile: Profile, sink: BlockSink | None = None,
     builder = unixfs.FileBuilder(profile, sink)
     pending: deque[tuple[int, tuple[Bytes, ...], Future[bytes]]] = deque()
 
-    def add_oldest() -> None:
-        size, parts, digest = pending.popleft()
-        builder.add_leaf(size, parts, digest.result())
+    def add(size: int, parts: tuple[Bytes, ...], digest: bytes) -> None:
+        builder.add_leaf(size, parts, digest)
         if progress is not None:
             progress(size)
+
+    def add_oldest() -> None:
+        size, parts, digest = pending.popleft()
+        add(size, parts, digest.result())
 
     for chunk in read_chunks(path, profile.chunk_size):
         parts = builder.leaf_parts(chunk)
         if not pending and len(chunk) < profile.chunk_size:  # the first chunk is the last
-            builder.add_leaf(len(chunk), parts, unixfs.sha256_of(parts))
-            if progress is not None:
-                progress(len(chunk))
+            add(len(chunk), parts, unixfs.sha256_of(parts))
             continue
         pending.append((len(chunk), parts, _hashers().submit(unixfs.sha256_of, parts)))
         if len(pending) > 2 * HASH_THREADS:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import struct
 import zlib
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from node.metadata.png import SIGNATURE
+
 CHANNELS = {2: 3, 6: 4}  # PNG colour type → bytes per pixel at 8 bits: RGB, RGBA
-MAX_CHUNKS = 10_000
+MAX_CHUNKS = 10_000  # before the pixels; past it the fast path gives up and Pillow decides
 
 
 def first_column(data: bytes, rows: int) -> tuple[int, bytes] | None:

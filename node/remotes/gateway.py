@@ -61,10 +61,7 @@ class GatewayReader:
         async with self.http.call("GET", f"/ipfs/{cid}", params={"format": "raw"},
                                   headers={"Accept": RAW_MEDIA}, allow=(200, *GONE),
                                   redirects=True) as response:
-            if response.status != 200:
-                raise BlockMissing(self.http.scrub(f"{self.http.label}: has no block {cid} "
-                                                   f"(HTTP {response.status})"))
-            self._check_media(response, RAW_MEDIA, what)
+            self._check_served(response, RAW_MEDIA, what, f"block {cid}")
             # A block is never over the limit: return one byte more, so a longer answer cannot hash right.
             return await self.http.read(response, MAX_BLOCK_SIZE, what, truncate=True)
 
@@ -73,17 +70,18 @@ class GatewayReader:
         async with self.http.call("GET", f"/ipfs/{root}", params={"format": "car", "dag-scope": "all"},
                                   headers={"Accept": CAR_ACCEPT}, allow=(200, *GONE),
                                   redirects=True) as response:
-            if response.status != 200:
-                raise BlockMissing(self.http.scrub(f"{self.http.label}: has no DAG {root} "
-                                                   f"(HTTP {response.status})"))
-            self._check_media(response, CAR_MEDIA, what)
+            self._check_served(response, CAR_MEDIA, what, f"DAG {root}")
             async for chunk in self.http.chunks(response, what):
                 yield chunk
 
-    def _check_media(self, response: aiohttp.ClientResponse, expected: str, what: str) -> None:
-        if response.content_type != expected:
+    def _check_served(self, response: aiohttp.ClientResponse, media: str, what: str, wanted: str) -> None:
+        """BlockMissing unless the gateway answered 200, Permanent unless with the media type asked for."""
+        if response.status != 200:
+            raise BlockMissing(self.http.scrub(f"{self.http.label}: has no {wanted} "
+                                               f"(HTTP {response.status})"))
+        if response.content_type != media:
             raise self.http.error(Permanent, f"{what} answered {response.content_type or 'no media type'!r}, "
-                                             f"not {expected}: is this URL a trustless gateway?")
+                                             f"not {media}: is this URL a trustless gateway?")
 
 
 def gateway_reader(spec: PlaceSpec, session: aiohttp.ClientSession, options: Mapping[str, str]) -> \
