@@ -490,7 +490,8 @@ def stealth_png(signature: bytes, payload: bytes, *, rgb: bool = False, declared
     return out.getvalue()
 
 
-@pytest.mark.parametrize("size", [(40, 30), (64, 200)])  # the header spans columns / fits the first
+# The header spans columns / only RGB's signature fits the first / the whole header fits the first.
+@pytest.mark.parametrize("size", [(40, 30), (20, 45), (64, 200)])
 @pytest.mark.parametrize(("signature", "rgb", "source"), [
     (b"stealth_pnginfo", False, "stealth:alpha"), (b"stealth_pngcomp", False, "stealth:alpha"),
     (b"stealth_rgbinfo", True, "stealth:rgb"), (b"stealth_rgbcomp", True, "stealth:rgb")])
@@ -555,6 +556,10 @@ def test_the_first_column_is_decoded_as_pillow_decodes_it(width: int, height: in
 def test_only_plain_pngs_take_the_first_column_path() -> None:
     plain = filtered_png([bytes(8)] * 160, 2, 4, [0] * 160)
     assert first_column_is_clear(plain, 160)  # nothing decoded beyond the first column
+    # RGB holds the 120 signature bits in 40 rows; alpha needs 120 rows, or the image is decoded.
+    assert first_column_is_clear(filtered_png([bytes(6)] * 40, 2, 3, [0] * 40), 40)
+    assert not first_column_is_clear(filtered_png([bytes(6)] * 39, 2, 3, [0] * 39), 39)
+    assert not first_column_is_clear(filtered_png([bytes(8)] * 119, 2, 4, [0] * 119), 119)
     assert read_container(plain, stealth=True).problems == ()
     rgb = filtered_png([bytes(6)] * 160, 2, 3, [0] * 160)
     at = rgb.index(b"IDAT") - 4

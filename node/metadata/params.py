@@ -165,14 +165,21 @@ def decode_json_prefix(text: str, start: int, *, nan: str = "null",
 
 
 def nesting_depth(value: object) -> int:
-    """How deep lists and dicts nest (a scalar is 0), one level at a time, without recursion."""
+    """How deep the lists and dicts of a decoded JSON value nest (a scalar is 0), one level at a time.
+
+    Exact type checks, not isinstance: the decoder makes only plain dicts and
+    lists, and this runs over every node of a workflow of thousands.
+    """
     depth = 0
-    level = [value] if isinstance(value, dict | list) else []
+    level: list[dict[Any, Any] | list[Any]] = [value] if type(value) is dict or type(value) is list else []
     while level:
         depth += 1
-        level = [child for container in level
-                 for child in (container.values() if isinstance(container, dict) else container)
-                 if isinstance(child, dict | list)]
+        below: list[dict[Any, Any] | list[Any]] = []
+        for container in level:
+            for child in container.values() if type(container) is dict else container:
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level = below
     return depth
 
 

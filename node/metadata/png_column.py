@@ -22,13 +22,24 @@ CHANNELS = {2: 3, 6: 4}  # PNG colour type → bytes per pixel at 8 bits: RGB, R
 MAX_CHUNKS = 10_000  # before the pixels; past it the fast path gives up and Pillow decides
 
 
-def first_column(data: bytes, rows: int) -> tuple[int, bytes] | None:
-    """(channels, the first pixel of each of the first rows, channels bytes each), or None if not simple."""
+def channels_of(data: bytes) -> int | None:
+    """3 (RGB) or 4 (RGBA) for a PNG this module reads (8-bit, not interlaced); None for any other."""
     if not data.startswith(SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
         return None
     width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
     channels = CHANNELS.get(colour)
-    if channels is None or depth != 8 or interlace != 0 or not 0 < rows <= height or width == 0:
+    if channels is None or depth != 8 or interlace != 0 or width == 0 or height == 0:
+        return None
+    return channels
+
+
+def first_column(data: bytes, rows: int) -> tuple[int, bytes] | None:
+    """(channels, the first pixel of each of the first rows, channels bytes each), or None if not simple."""
+    channels = channels_of(data)
+    if channels is None:
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    if not 0 < rows <= height:
         return None
     stride = 1 + width * channels
     pixels = _inflate_idat(data, rows * stride)

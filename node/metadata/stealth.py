@@ -70,21 +70,26 @@ def read_stealth(data: bytes, width: int | None, height: int | None, reading: Re
 def first_column_is_clear(data: bytes, height: int) -> bool:
     """True if this is a plain PNG whose first column shows no stealth signature, so no pixel needs decoding.
 
-    The header of a payload starts every plane at the top of the first column
-    (HEADER_BITS rows of alpha, a third as many of RGB). False means: decode
-    the image and look properly (a signature is there, or the PNG is not one
-    png_column reads).
+    A payload's signature starts every plane at the top of the first column:
+    SIGNATURE_BITS rows of alpha, a third as many of RGB, and only those rows
+    are inflated. False means: decode the image and look properly (a
+    signature is there, the column is too short to hold one, or the PNG is
+    not one png_column reads).
     """
-    column = png_column.first_column(data, min(height, HEADER_BITS))
+    channels = png_column.channels_of(data)
+    if channels is None:
+        return False
+    rows = SIGNATURE_BITS if channels == 4 else -(-SIGNATURE_BITS // 3)
+    column = png_column.first_column(data, min(height, rows))
     if column is None:
         return False
-    channels, pixels = column
+    pixels = column[1]
     rgb = pixels if channels == 3 else b"".join(pixels[at:at + 3] for at in range(0, len(pixels), 4))
     planes = [(rgb, RGB_SIGNATURES)]
     if channels == 4:
         planes.append((pixels[3::4], ALPHA_SIGNATURES))
     for plane, signatures in planes:
-        if len(plane) < HEADER_BITS:  # the header would go on in the next column
+        if len(plane) < SIGNATURE_BITS:  # the signature would go on in the next column
             return False
         if bits_to_bytes(plane[:SIGNATURE_BITS].translate(LSB_TO_ASCII)) in signatures:
             return False
