@@ -32,7 +32,7 @@ from node.metadata import (
 )
 from node.metadata.container import read_container
 from node.metadata.extract import detect_all
-from node.metadata.params import Generator, Parsed, as_float, as_int
+from node.metadata.params import MAX_JSON_DEPTH, Generator, Parsed, as_float, as_int, nesting_depth
 from node.metadata.raw import Container, RawEntry
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "images"
@@ -74,6 +74,16 @@ def test_deeply_nested_json_is_refused_without_recursion_error(depth: int) -> No
         load_json("[" * depth + "]" * depth)
     with pytest.raises(MetadataJsonError):
         load_json('{"a":' * depth + "1" + "}" * depth)
+
+
+def test_json_depth_limit_is_exact_whether_or_not_the_brackets_are_counted() -> None:
+    assert nesting_depth(load_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)) == MAX_JSON_DEPTH
+    with pytest.raises(MetadataJsonError, match="nest"):
+        load_json("{\"a\": " + "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH + "}")
+    wide = "[" + ",".join(["[{}]"] * 1000) + "]"  # 2,001 brackets, 3 levels: walked, and accepted
+    assert nesting_depth(load_json(wide)) == 3
+    strings = '["' + "[" * 1000 + '"]'  # brackets inside a string only make the check walk
+    assert load_json(strings) == ["[" * 1000]
 
 
 def test_nan_and_infinity_become_null_or_are_refused() -> None:

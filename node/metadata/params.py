@@ -157,7 +157,9 @@ def decode_json_prefix(text: str, start: int, *, nan: str = "null",
         raise MetadataJsonError(f"not JSON: {exc.msg} at character {exc.pos}") from None
     except ValueError as exc:  # an integer longer than int() accepts
         raise MetadataJsonError(f"JSON value out of range: {exc}") from None
-    if nesting_depth(value) > max_depth:
+    # Each level opens a bracket, so a text with few brackets cannot nest deeply; most need no walk.
+    brackets = text.count("[", start, end) + text.count("{", start, end)
+    if brackets > max_depth and nesting_depth(value) > max_depth:
         raise MetadataJsonError(f"JSON nests deeper than {max_depth} levels")
     if _SURROGATE_ESCAPE.search(text, start, end):
         value = _replace_surrogates(value)
