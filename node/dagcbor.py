@@ -47,7 +47,8 @@ def encode_map(encoded: dict[str, bytes], *, max_depth: int = MAX_DEPTH) -> byte
     encoding of each value, not two.
     """
     out = bytearray()
-    for value in _map_head(encoded, out, max_depth):
+    for key, value in _sorted_entries(encoded, out, max_depth):
+        out += key
         out += value
     if len(out) > MAX_BLOCK_SIZE:
         raise BlockTooLarge(f"DAG-CBOR block is {len(out)} bytes, over the {MAX_BLOCK_SIZE} byte limit")
@@ -85,9 +86,15 @@ def cid_of(value: Value) -> tuple[Cid, bytes]:
     return _hash_cid(block, DAG_CBOR), block
 
 
+_SMALL_HEADS: Final = tuple(tuple(bytes((major << 5 | n,)) for n in range(24)) for major in range(8))
+_KEYS: dict[str, bytes] = {}  # map key → its encoded form: records repeat the same few keys
+_KEYS_MAX: Final = 4096
+_KEY_CACHE_LENGTH: Final = 64  # longer keys are encoded each time, not remembered
+
+
 def _head(major: int, n: int) -> bytes:
     if n < 24:
-        return bytes((major << 5 | n,))
+        return _SMALL_HEADS[major][n]
     if n < 0x100:
         return bytes((major << 5 | 24, n))
     if n < 0x10000:
@@ -105,6 +112,26 @@ def _utf8(text: str) -> bytes:
 
 
 def _encode(value: Value, out: bytearray, depth_left: int) -> None:
+    # Exact types first (what records are made of); subclasses and refusals take the slower path.
+    if type(value) is str:
+        raw = _utf8(value)
+        out += _head(_TEXT, len(raw))
+        out += raw
+    elif type(value) is dict:
+        _encode_map(value, out, depth_left)
+    elif type(value) is int and 0 <= value < _UINT64_END:
+        out += _head(_UINT, value)
+    elif type(value) is list:
+        if depth_left <= 0:
+            raise DagCborError("cannot encode: nested too deeply")
+        out += _head(_ARRAY, len(value))
+        for item in value:
+            _encode(item, out, depth_left - 1)
+    else:
+        _encode_other(value, out, depth_left)
+
+
+def _encode_other(value: Value, out: bytearray, depth_left: int) -> None:
     # bool before int: True is an int in Python but a simple value in CBOR.
     if value is None:
         out.append(_NULL)
@@ -143,30 +170,45 @@ def _encode(value: Value, out: bytearray, depth_left: int) -> None:
         for item in value:
             _encode(item, out, depth_left - 1)
     elif isinstance(value, dict):
-        for item in _map_head(value, out, depth_left):
-            _encode(item, out, depth_left - 1)
+        _encode_map(value, out, depth_left)
     else:
         raise DagCborError(f"cannot encode {type(value).__name__}: not in the DAG-CBOR data model")
+
+
+def _encode_map(value: dict[str, Value], out: bytearray, depth_left: int) -> None:
+    for key, item in _sorted_entries(value, out, depth_left):
+        out += key
+        _encode(item, out, depth_left - 1)
 
 
 _V = TypeVar("_V")
 
 
-def _map_head(value: dict[str, _V], out: bytearray, depth_left: int) -> Iterator[_V]:
-    """Write the map's head; yield its values in key order, each after its key is written."""
+def _sorted_entries(value: dict[str, _V], out: bytearray, depth_left: int) -> list[tuple[bytes, _V]]:
+    """Write the map's head; return its (encoded key, value) pairs in DAG-CBOR's key order."""
     if depth_left <= 0:
         raise DagCborError("cannot encode: nested too deeply")
-    for key in value:
+    # Keys order by their encoded bytes, shorter first, then bytewise. A text head grows with the
+    # length it encodes, so sorting the encoded keys (head included) gives exactly that order.
+    entries = sorted([(_encoded_key(key), item) for key, item in value.items()], key=_first)
+    out += _head(_MAP, len(entries))
+    return entries
+
+
+def _first(entry: tuple[bytes, object]) -> bytes:
+    return entry[0]
+
+
+def _encoded_key(key: str) -> bytes:
+    encoded = _KEYS.get(key)
+    if encoded is None:
         if not isinstance(key, str):
             raise DagCborError(f"cannot encode map key {key!r:.80}: keys must be strings")
-    # DAG-CBOR orders keys by their encoded bytes: shorter first, then bytewise.
-    entries = sorted(((_utf8(key), item) for key, item in value.items()),
-                     key=lambda entry: (len(entry[0]), entry[0]))
-    out += _head(_MAP, len(entries))
-    for raw, item in entries:
-        out += _head(_TEXT, len(raw))
-        out += raw
-        yield item
+        raw = _utf8(key)
+        encoded = _head(_TEXT, len(raw)) + raw
+        if len(raw) <= _KEY_CACHE_LENGTH and len(_KEYS) < _KEYS_MAX:
+            _KEYS[key] = encoded
+    return encoded
 
 
 class _Decoder:

@@ -98,6 +98,8 @@ def _raw_entry(entry: RawEntry, store_blob: StoreBlob) -> dict[str, Value]:
 
 def _value(value: Any) -> Value:
     """A JSON-like value as DAG-CBOR can hold it: tuples to lists, integers past 64 bits to strings."""
+    if type(value) is str or value is None or type(value) is float or type(value) is bool:
+        return value  # the common leaves, at the cost of one type check each
     if isinstance(value, Mapping):
         return {str(key): _value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import cbor2
@@ -193,6 +194,27 @@ def _for_cbor2(value: Value) -> object:
         order = sorted(value, key=lambda key: (len(key.encode()), key.encode()))
         return {key: _for_cbor2(value[key]) for key in order}
     return value
+
+
+def test_key_order_holds_across_the_sizes_of_a_key_head() -> None:
+    # Keys of 0-23 bytes have a one-byte head, 24-255 two bytes, 256 and more three.
+    keys = ["k" * n for n in (0, 1, 23, 24, 25, 255, 256, 300)] + ["é" * 12, "z" * 23 + "é", "ü" * 200]
+    random.Random(7).shuffle(keys)
+    value: Value = {key: index for index, key in enumerate(keys)}
+    block = encode(value)
+    assert block == cbor2.dumps(_for_cbor2(value))
+    assert encode(value) == block  # the second time the keys come from the encoder's cache
+    assert list(decode(block)) == sorted(keys, key=lambda key: (len(key.encode()), key.encode()))  # type: ignore[arg-type]
+
+
+def test_subclasses_of_plain_types_encode_as_their_base() -> None:
+    class Name(str):
+        pass
+
+    class Count(int):
+        pass
+
+    assert encode({Name("a"): [Name("b"), Count(3)]}) == encode({"a": ["b", 3]})
 
 
 @given(values)
