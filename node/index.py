@@ -182,6 +182,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         last_at  REAL NOT NULL,
         PRIMARY KEY (cid, place, level, month)
     )""",),
+    # A rescue asks once per source whether anything came from it before (node.node.Node.rescue).
+    ("CREATE INDEX works_source ON works (source)",),
 )
 
 
@@ -351,6 +353,10 @@ class Index:
         with self._write() as db:
             db.executemany("INSERT OR IGNORE INTO works (cid, image_cid, name, source, family, created)"
                            " VALUES (?, ?, ?, ?, ?, ?)", [(*work, now) for work in works])
+
+    def has_works_from(self, source: str) -> bool:
+        """Whether any work came from this source."""
+        return bool(self._read("SELECT 1 FROM works WHERE source = ? LIMIT 1", (source,)))
 
     def works_of_image(self, image_cid: str, source: str) -> list[Work]:
         """Works of this image from this source, oldest first."""

@@ -27,6 +27,7 @@ from node import restore as restore_plan
 from node import work as work_records
 from node.audit import AuditPolicy, counts_toward_target, detection_text, is_stale
 from node.blockstore import Blockstore, BlockWriter, Bytes, Usage
+from node.bloom import BloomFilter
 from node.cid import Cid
 from node.errors import (
     BlockMismatch,
@@ -107,6 +108,7 @@ class _RescueBatch:
     pinned: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
     recorded: int = 0  # batches recorded so far
+    rescued: BloomFilter = field(default_factory=BloomFilter)  # _run_key of every image given a work so far
 
     def reset(self) -> None:
         self.results, self.pins, self.works, self.entries = [], [], [], []
@@ -121,6 +123,10 @@ class WorkCheck:
     signer: bytes  # the public key that signed the record
     ours: bool  # signed by this node's key
     blocks: int  # blocks checked, every one re-hashed
+
+
+def _run_key(image: str, source: str) -> bytes:
+    return f"{source}\0{image}".encode()
 
 
 def _now_iso() -> str:
@@ -505,9 +511,15 @@ class Node:
                 writer.put(cid, parts, hashed=True)
 
             batch = _RescueBatch()
+            fresh_sources: dict[str, bool] = {}  # source → nothing had come from it before this run
 
             def earlier_work(image: Cid, label: str) -> tuple[int, Cid | None]:
                 recorded = batch.recorded  # read first: a batch recorded meanwhile makes the answer stale
+                fresh = fresh_sources.get(label)
+                if fresh is None:
+                    fresh = fresh_sources[label] = not self.index.has_works_from(label)
+                if fresh and _run_key(str(image), label) not in batch.rescued:
+                    return recorded, None  # certain, and a lookup per image cost 10% of an import
                 rows = self.index.works_of_image(str(image), label)
                 return recorded, cids.parse(rows[0].cid) if rows else None
 
@@ -581,6 +593,8 @@ class Node:
         self.index.add_pins(batch.pins)
         self.index.add_works(batch.works)
         self.index.add_gallery_entries(batch.entries)
+        for image, label in batch.images:
+            batch.rescued.add(_run_key(image, label))
         results = batch.results
         batch.reset()
         yield from results
