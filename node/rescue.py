@@ -9,22 +9,26 @@ into the shared writer.
 
 from __future__ import annotations
 
+import os
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from node import importer, unixfs, works
 from node.blockstore import Bytes
 from node.cid import Cid
-from node.errors import InputError, NodeError
+from node.errors import InputError, NodeError, PathError
 from node.profiles import Profile
 from node.sources import SourceFile
 from node.unixfs import BlockSink, DagLink
 
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # read whole to extract metadata; a larger file is kept as a plain file
 HEAD_BYTES = 16
+WHOLE_READ_BYTES = 8 * 1024 * 1024  # a file on disk up to this size is read whole before its kind is known
+READ_BYTES = 1024 * 1024
 
 
 # An earlier work of this image from this source, asked on the worker's thread so the node's
@@ -49,10 +53,14 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
             earlier_work: EarlierWork | None = None) -> Prepared:
     prepared = Prepared(item)
     try:
-        with item.open() as handle:  # opened once: an image is read whole from here
-            head = handle.read(HEAD_BYTES)
-            image = works.is_image(head) and item.size <= MAX_IMAGE_BYTES
-            data = _read_image(handle, head, item.size) if image else b""
+        if item.path is not None and item.size <= WHOLE_READ_BYTES:
+            data = _read_whole(item.path, item.size)
+            image = works.is_image(data[:HEAD_BYTES])
+        else:
+            with item.open() as handle:  # opened once: an image is read whole from here
+                head = handle.read(HEAD_BYTES)
+                image = works.is_image(head) and item.size <= MAX_IMAGE_BYTES
+                data = _read_image(handle, head, item.size) if image else b""
         if image:
             if len(data) > MAX_IMAGE_BYTES:
                 raise InputError(f"{item.display}: more than {MAX_IMAGE_BYTES} bytes")
@@ -60,7 +68,8 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
             if earlier_work is not None and prepared.link is not None:
                 prepared.earlier = earlier_work(prepared.link.cid, source)
         else:
-            prepared.link = _stream_plain(item, profile, writer_sink)
+            prepared.link = (_stream_plain(item, profile, writer_sink) if not data
+                             else unixfs.build_bytes(data, profile, writer_sink))
             prepared.dag_size = prepared.link.tsize
             prepared.sidecars_alone = [prepare(side, profile, seed, now_iso, source, writer_sink)
                                        for side in item.sidecars.values()]
@@ -71,6 +80,29 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
     if progress is not None:
         progress(item.size + sum(side.size for side in item.sidecars.values()))
     return prepared
+
+
+def _read_whole(path: Path, size: int) -> bytes:
+    """A small file on disk, read whole: one read for what was listed, one to see the end.
+
+    Fewer calls than a buffered file (which also seeks and asks whether it is
+    a terminal), and each call hands the interpreter lock to another thread
+    and waits to get it back. A file that grew since it was listed is read
+    whole, up to one byte over MAX_IMAGE_BYTES.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PathError(f"{path}: {exc.strerror}") from None
+    try:
+        pieces = [os.read(fd, size + 1)]
+        have = len(pieces[0])
+        while pieces[-1] and have <= MAX_IMAGE_BYTES:
+            pieces.append(os.read(fd, min(READ_BYTES, MAX_IMAGE_BYTES + 1 - have)))
+            have += len(pieces[-1])
+    finally:
+        os.close(fd)
+    return pieces[0] if len(pieces) <= 2 else b"".join(pieces)
 
 
 def _read_image(handle: IO[bytes], head: bytes, size: int) -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from node import node as node_module
-from node import sources, work
+from node import rescue, sources, work
 from node.errors import SignatureInvalid
 from node.metadata import extract
 from node.node import Node
@@ -249,3 +249,20 @@ def test_copies_of_one_image_are_one_work_even_when_each_file_is_its_own_batch(
         assert [r.outcome for r in results] == ["new"] + ["duplicate"] * 11
         assert {r.duplicate_of for r in results[1:]} == {results[0].work}
         assert node.count_works() == 1
+
+
+@pytest.mark.parametrize("whole_read_bytes", [rescue.WHOLE_READ_BYTES, 0])  # read at once / head first
+@pytest.mark.parametrize("change", ["grew", "shrank"])
+def test_an_image_that_changed_after_it_was_listed_is_stored_as_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole_read_bytes: int, change: str) -> None:
+    monkeypatch.setattr(rescue, "WHOLE_READ_BYTES", whole_read_bytes)
+    path = copy(COMFY, tmp_path / "in", "a.png")
+    items = list(sources.walk([path.parent], archives=False))  # the listing keeps the old size
+    data = path.read_bytes()
+    now = data + bytes(300_000) if change == "grew" else data[: len(data) // 2]
+    path.write_bytes(now)
+    with Node(tmp_path / "home") as node:
+        [result] = list(node.rescue(items, get_profile("unixfs-v1-2025")))
+        assert result.outcome == "new" and result.work is not None
+        assert result.size == len(now)
+        assert b"".join(node.cat(str(result.cid))) == now
