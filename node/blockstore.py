@@ -544,8 +544,7 @@ def syncfs(fs_fd: int) -> None:
     """Make everything written to the file system of fs_fd durable: data, and names (renames) too."""
     assert _syncfs is not None
     if _syncfs(fs_fd) != 0:
-        errno = ctypes.get_errno()
-        raise StoreError(f"cannot make blocks durable: {os.strerror(errno)}")
+        raise StoreError(f"cannot make blocks durable: {os.strerror(ctypes.get_errno())}")
 
 
 def _read_whole(fd: int) -> bytes:

@@ -122,11 +122,7 @@ def _encode(value: Value, out: bytearray, depth_left: int) -> None:
     elif type(value) is int and 0 <= value < _UINT64_END:
         out += _head(_UINT, value)
     elif type(value) is list:
-        if depth_left <= 0:
-            raise DagCborError("cannot encode: nested too deeply")
-        out += _head(_ARRAY, len(value))
-        for item in value:
-            _encode(item, out, depth_left - 1)
+        _encode_list(value, out, depth_left)
     else:
         _encode_other(value, out, depth_left)
 
@@ -164,15 +160,19 @@ def _encode_other(value: Value, out: bytearray, depth_left: int) -> None:
         out += _head(_BYTES, len(raw))
         out += raw
     elif isinstance(value, list):
-        if depth_left <= 0:
-            raise DagCborError("cannot encode: nested too deeply")
-        out += _head(_ARRAY, len(value))
-        for item in value:
-            _encode(item, out, depth_left - 1)
+        _encode_list(value, out, depth_left)
     elif isinstance(value, dict):
         _encode_map(value, out, depth_left)
     else:
         raise DagCborError(f"cannot encode {type(value).__name__}: not in the DAG-CBOR data model")
+
+
+def _encode_list(value: list[Value], out: bytearray, depth_left: int) -> None:
+    if depth_left <= 0:
+        raise DagCborError("cannot encode: nested too deeply")
+    out += _head(_ARRAY, len(value))
+    for item in value:
+        _encode(item, out, depth_left - 1)
 
 
 def _encode_map(value: dict[str, Value], out: bytearray, depth_left: int) -> None:

@@ -28,7 +28,6 @@ from node.unixfs import BlockSink, DagLink
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # read whole to extract metadata; a larger file is kept as a plain file
 HEAD_BYTES = 16
 WHOLE_READ_BYTES = 8 * 1024 * 1024  # a file on disk up to this size is read whole before its kind is known
-READ_BYTES = 1024 * 1024
 
 
 # An earlier work of this image from this source, asked on the worker's thread so the node's
@@ -54,7 +53,7 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
     prepared = Prepared(item)
     try:
         if item.path is not None and item.size <= WHOLE_READ_BYTES:
-            data = _read_whole(item.path, item.size)
+            data = _read_small_file(item.path, item.size)
             image = works.is_image(data[:HEAD_BYTES])
         else:
             with item.open() as handle:  # opened once: an image is read whole from here
@@ -82,7 +81,7 @@ def prepare(item: SourceFile, profile: Profile, seed: bytes, now_iso: str, sourc
     return prepared
 
 
-def _read_whole(path: Path, size: int) -> bytes:
+def _read_small_file(path: Path, size: int) -> bytes:
     """A small file on disk, read whole: one read for what was listed, one to see the end.
 
     Fewer calls than a buffered file (which also seeks and asks whether it is
@@ -98,7 +97,7 @@ def _read_whole(path: Path, size: int) -> bytes:
         pieces = [os.read(fd, size + 1)]
         have = len(pieces[0])
         while pieces[-1] and have <= MAX_IMAGE_BYTES:
-            pieces.append(os.read(fd, min(READ_BYTES, MAX_IMAGE_BYTES + 1 - have)))
+            pieces.append(os.read(fd, min(importer.READ_BYTES, MAX_IMAGE_BYTES + 1 - have)))
             have += len(pieces[-1])
     finally:
         os.close(fd)
